@@ -1,0 +1,167 @@
+// Command line: parses arguments, loads configuration, and calls the modules below. Nothing imports it.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { loadConfig, requireSetting, type Config } from './config.ts';
+import { migrate } from './db/migrate.ts';
+import { openDb } from './db/open.ts';
+import type { Db } from './db/port.ts';
+import { runDev } from './dev.ts';
+import { StrataError, UsageError, errorText } from './errors.ts';
+import { addFacility, listFacilities } from './facilities/registry.ts';
+import { createLogger, type Logger } from './log.ts';
+import { formatStatus, readStatus } from './status.ts';
+
+const HELP = `strata — time-series ingestion and retention for TimescaleDB
+
+usage: strata <command> [options]
+
+commands:
+  dev                               embedded TimescaleDB under ./.strata, migrated; prints its state
+  migrate                           apply the SQL migrations (STRATA_ADMIN_DATABASE_URL)
+  status                            show the schema, hypertable and facilities of a database
+  facility add <code> --region <r>  register a facility; prints its ingest token and reader login once
+               [--name <text>] [--json]
+  facility list [--json]            list facilities (never their tokens)
+
+options:
+  --config <file>   JSON file of settings (environment variables override it)
+  -h, --help        this text
+  --version         the version of strata
+
+settings (environment): STRATA_DATABASE_URL, STRATA_ADMIN_DATABASE_URL, STRATA_REGION,
+  STRATA_CHUNK_INTERVAL, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE, STRATA_LOG_LEVEL, STRATA_DEV_DIR
+`;
+
+export interface Io {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  env: NodeJS.ProcessEnv;
+}
+
+const defaultIo: Io = {
+  out: (t) => process.stdout.write(t + '\n'),
+  err: (t) => process.stderr.write(t + '\n'),
+  env: process.env,
+};
+
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
+async function withAdminDb<T>(config: Config, purpose: string, log: Logger, fn: (db: Db) => Promise<T>): Promise<T> {
+  const url = requireSetting(config, 'adminDatabaseUrl', `${purpose} (a direct connection to the primary, not through PgBouncer)`);
+  const db = await openDb(url, { logger: log, max: 2, applicationName: 'strata-admin' });
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+async function facilityCommand(args: string[], config: Config, log: Logger, io: Io): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'add') {
+    const { values, positionals } = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: { region: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' } },
+    });
+    if (positionals.length !== 1) throw new UsageError('usage: strata facility add <code> --region <region> [--name <text>] [--json]');
+    if (!values.region) throw new UsageError('strata facility add: --region is required (the region whose gateway accepts this facility)');
+    const created = await withAdminDb(config, 'for strata facility add', log, (db) =>
+      addFacility(db, { code: positionals[0]!, region: values.region!, ...(values.name !== undefined ? { name: values.name } : {}) }),
+    );
+    const f = created.facility;
+    if (values.json) {
+      io.out(JSON.stringify({ ...f, token: created.token, readerPassword: created.readerPassword }, null, 2));
+    } else {
+      io.out(
+        [
+          `facility ${f.code} registered (id ${f.id}, region ${f.region}${f.name ? `, "${f.name}"` : ''})`,
+          `ingest token:    ${created.token}`,
+          `reader login:    ${f.readerRole}`,
+          `reader password: ${created.readerPassword}`,
+          'The token and password are shown only now; Strata keeps only their hashes.',
+        ].join('\n'),
+      );
+    }
+    return 0;
+  }
+  if (sub === 'list') {
+    const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean' } } });
+    const facilities = await withAdminDb(config, 'for strata facility list', log, (db) => listFacilities(db));
+    if (values.json) io.out(JSON.stringify(facilities, null, 2));
+    else if (facilities.length === 0) io.out('no facilities registered (add one with: strata facility add <code> --region <region>)');
+    else
+      io.out(
+        table([
+          ['ID', 'CODE', 'REGION', 'NAME', 'READER ROLE', 'SERIES', 'CREATED'],
+          ...facilities.map((f) => [String(f.id), f.code, f.region, f.name ?? '', f.readerRole, String(f.seriesCount), f.createdAt.toISOString()]),
+        ]),
+      );
+    return 0;
+  }
+  throw new UsageError(`strata facility: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use add or list`);
+}
+
+export async function main(argv: string[], io: Io = defaultIo): Promise<number> {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: false,
+      options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' } },
+    });
+    if (values.version) {
+      io.out(version());
+      return 0;
+    }
+    const command = positionals[0];
+    if (values.help || !command || command === 'help') {
+      io.out(HELP);
+      return command || values.help ? 0 : 64;
+    }
+    const rest = argv.filter((a, i) => !(a === '--config' || argv[i - 1] === '--config' || a.startsWith('--config=')));
+    const args = rest.slice(rest.indexOf(command) + 1);
+    const config = loadConfig({ env: io.env, ...(typeof values.config === 'string' ? { file: values.config } : {}) });
+    const log = createLogger(config.logLevel, (line) => io.err(line));
+
+    switch (command) {
+      case 'dev':
+        await runDev(config, log, io.out);
+        return 0;
+      case 'migrate': {
+        const r = await withAdminDb(config, 'for strata migrate', log, (db) =>
+          migrate(db, { chunkInterval: config.chunkInterval, warmTablespace: config.warmTablespace, coldTablespace: config.coldTablespace, logger: log }),
+        );
+        io.out(r.applied.length ? `applied ${r.applied.length} migrations: ${r.applied.join(', ')}` : `schema up to date (${r.alreadyApplied} migrations applied earlier)`);
+        io.out(`timescaledb ${r.timescaledbVersion} (license: ${r.license}); chunk interval ${r.chunkInterval.after}`);
+        if (r.unavailable.length) io.out(`unavailable with this TimescaleDB build: ${r.unavailable.join('; ')}`);
+        return 0;
+      }
+      case 'status':
+        io.out(formatStatus(await withAdminDb(config, 'for strata status', log, (db) => readStatus(db))));
+        return 0;
+      case 'facility':
+        return await facilityCommand(args, config, log, io);
+      default:
+        throw new UsageError(`unknown command "${command}"; run strata --help`);
+    }
+  } catch (err) {
+    if (err instanceof StrataError) {
+      io.err(`strata: ${err.message}`);
+      return err.exitCode;
+    }
+    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.err(`strata: ${errorText(err)}`);
+      return 64;
+    }
+    io.err(`strata: unexpected error: ${errorText(err)}`);
+    return 1;
+  }
+}

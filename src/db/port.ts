@@ -1,0 +1,45 @@
+// The database port: the only way code above src/db/ talks to PostgreSQL/TimescaleDB.
+//
+// Glossary
+//   Queryable  something that runs SQL: the pool itself or one open transaction.
+//   copyIn     `COPY ... FROM STDIN` fed from a stream of buffers; resolves with the rows copied,
+//              only after the server confirmed the COPY (CopyDone answered by CommandComplete).
+//   copyOut    `COPY ... TO STDOUT` written into a Writable; resolves with the bytes written.
+//
+// Two implementations: pg.ts (node-postgres Pool + pg-copy-streams, for real deployments) and
+// pglite.ts (embedded PGlite with TimescaleDB, for `strata dev` and tests). Both return int8 as
+// number, numeric as string, timestamptz as Date and json/jsonb parsed.
+import type { Writable } from 'node:stream';
+
+export type Row = Record<string, unknown>;
+
+export interface QueryResult<R = Row> {
+  rows: R[];
+  rowCount: number;
+}
+
+export type CopySource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+
+export interface Queryable {
+  /** One statement, with $1.. parameters. */
+  query<R = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+  /** A script of several statements, no parameters. */
+  exec(script: string): Promise<void>;
+  /** `COPY <table> FROM STDIN ...`; resolves with the number of rows the server copied. */
+  copyIn(sql: string, source: CopySource): Promise<number>;
+  /** `COPY <table or (query)> TO STDOUT ...`; resolves with the number of bytes written to the sink. */
+  copyOut(sql: string, sink: Writable): Promise<number>;
+}
+
+export interface Db extends Queryable {
+  readonly kind: 'postgres' | 'pglite';
+  /** Where it points, without credentials. */
+  readonly target: string;
+  /** Runs fn inside BEGIN/COMMIT; rolls back and rethrows if fn throws. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** `COPY ... FROM STDIN` / `TO STDOUT` statements are the only COPY forms the port accepts. */
+export const COPY_FROM_STDIN = /^\s*copy\s[\s\S]*\bfrom\s+stdin\b/i;
+export const COPY_TO_STDOUT = /^\s*copy\s[\s\S]*\bto\s+stdout\b/i;

@@ -1,0 +1,100 @@
+// Facility registry: `strata facility add` and `strata facility list`.
+// A facility gets an ingest token (stored as its SHA-256) and a login role for its readers,
+// member of strata_reader and granted the facility in strata.facility_grants.
+import { z } from 'zod';
+import { StrataError, sqlState } from '../errors.ts';
+import type { Db } from '../db/port.ts';
+import { newPassword, newToken, scramVerifier, tokenHash } from './secrets.ts';
+
+export const facilityInput = z.object({
+  code: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,47}$/, 'must be 1–48 lowercase letters, digits, "_" or "-", starting with a letter or digit'),
+  region: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be lowercase letters, digits and hyphens, such as "eu-west-1"'),
+  name: z.string().trim().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
+});
+export type FacilityInput = z.infer<typeof facilityInput>;
+
+export interface Facility {
+  id: number;
+  code: string;
+  region: string;
+  name: string | null;
+  readerRole: string;
+  createdAt: Date;
+  seriesCount: number;
+}
+
+export interface NewFacility {
+  facility: Facility;
+  /** Shown once; only its hash is stored. */
+  token: string;
+  /** Shown once; stored by PostgreSQL as a SCRAM verifier. */
+  readerPassword: string;
+}
+
+export function readerRoleName(code: string): string {
+  return `strata_reader_${code.replace(/-/g, '_')}`;
+}
+
+function parseInput(input: FacilityInput): FacilityInput {
+  const r = facilityInput.safeParse(input);
+  if (r.success) return r.data;
+  const problems = r.error.issues.map((i) => `${String(i.path[0])} ${JSON.stringify((input as Record<string, unknown>)[String(i.path[0])])}: ${i.message}`);
+  throw new StrataError('facility_input', `cannot add facility: ${problems.join('; ')}`, { exitCode: 65 });
+}
+
+export async function addFacility(db: Db, input: FacilityInput): Promise<NewFacility> {
+  const { code, region, name } = parseInput(input);
+  const role = readerRoleName(code);
+  const token = newToken();
+  const readerPassword = newPassword();
+  const verifier = scramVerifier(readerPassword);
+  try {
+    const id = await db.transaction(async (tx) => {
+      const dup = await tx.query<{ id: number }>('SELECT id FROM strata.facilities WHERE code = $1', [code]);
+      if (dup.rows[0]) throw new StrataError('facility_exists', `facility "${code}" already exists (id ${dup.rows[0].id})`, { exitCode: 65 });
+      const roleTaken = await tx.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
+      if (roleTaken.rows.length > 0) {
+        throw new StrataError(
+          'role_exists',
+          `database role "${role}" already exists (another facility's reader role in this cluster, or a leftover); drop it or choose another code`,
+          { exitCode: 65 },
+        );
+      }
+      // Identifiers cannot be bound as parameters: format() quotes them, and the verifier is a literal.
+      const ddl = await tx.query<{ sql: string }>(`SELECT format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE strata_reader', $1::text, $2::text) AS sql`, [role, verifier]);
+      await tx.exec(ddl.rows[0]!.sql);
+      const ins = await tx.query<{ id: number }>(
+        'INSERT INTO strata.facilities (code, region, name, token_hash, reader_role) VALUES ($1, $2, $3, $4, $5) RETURNING id',
+        [code, region, name ?? null, tokenHash(token), role],
+      );
+      const facilityId = ins.rows[0]!.id;
+      await tx.query('INSERT INTO strata.facility_grants (role_name, facility_id) VALUES ($1, $2)', [role, facilityId]);
+      return facilityId;
+    });
+    const facility = (await listFacilities(db)).find((f) => f.id === id)!;
+    return { facility, token, readerPassword };
+  } catch (err) {
+    if (err instanceof StrataError) throw err;
+    if (sqlState(err) === '42501') {
+      throw new StrataError('facility_privilege', `cannot add facility "${code}": the admin connection may not create roles (needs CREATEROLE or superuser)`, { cause: err });
+    }
+    if (sqlState(err) === '42P01') throw new StrataError('not_migrated', 'the database has no Strata schema yet: run strata migrate first', { cause: err });
+    throw err;
+  }
+}
+
+export async function listFacilities(db: Db): Promise<Facility[]> {
+  try {
+    const r = await db.query<{ id: number; code: string; region: string; name: string | null; reader_role: string; created_at: Date; series_count: number }>(
+      `SELECT f.id, f.code, f.region, f.name, f.reader_role, f.created_at,
+              (SELECT count(*) FROM strata.series s WHERE s.facility_id = f.id)::int AS series_count
+         FROM strata.facilities f ORDER BY f.code`,
+    );
+    return r.rows.map((x) => ({ id: x.id, code: x.code, region: x.region, name: x.name, readerRole: x.reader_role, createdAt: x.created_at, seriesCount: x.series_count }));
+  } catch (err) {
+    if (sqlState(err) === '42P01') throw new StrataError('not_migrated', 'the database has no Strata schema yet: run strata migrate first', { cause: err });
+    throw err;
+  }
+}
