@@ -1,0 +1,117 @@
+// The strata command line, driven as a user would: exit statuses, messages and output.
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { main } from '../src/cli.ts';
+
+async function strata(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(args, { out: (t) => out.push(t), err: (t) => err.push(t), env });
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+describe('strata command line', () => {
+  it('prints help and its version', async () => {
+    const help = await strata(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.out).toContain('facility add <code> --region <r>');
+    const bare = await strata([]);
+    expect(bare.code).toBe(64);
+    const { stdout } = await promisify(execFile)(process.execPath, [join(import.meta.dirname, '../bin/strata.js'), '--version']);
+    expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('rejects unknown commands and bad usage with status 64', async () => {
+    expect(await strata(['frobnicate'])).toMatchObject({ code: 64, err: 'strata: unknown command "frobnicate"; run strata --help' });
+    const env = { STRATA_ADMIN_DATABASE_URL: 'pglite:memory' };
+    expect(await strata(['facility', 'add', 'p1'], env)).toMatchObject({ code: 64, err: expect.stringContaining('--region is required') });
+    expect(await strata(['facility', 'add'], env)).toMatchObject({ code: 64, err: expect.stringContaining('usage: strata facility add <code>') });
+    expect(await strata(['facility', 'remove'], env)).toMatchObject({ code: 64, err: expect.stringContaining('unknown subcommand "remove"') });
+    expect(await strata(['facility', 'list', '--bogus'], env)).toMatchObject({ code: 64, err: expect.stringContaining("Unknown option '--bogus'") });
+  });
+
+  it('reports bad configuration with status 78 before opening any connection', async () => {
+    let connections = 0;
+    const server = createServer((s) => {
+      connections++;
+      s.destroy();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const r = await strata(['migrate'], {
+        STRATA_ADMIN_DATABASE_URL: `postgres://admin:Sup3r-secret@127.0.0.1:${port}/m`,
+        STRATA_CHUNK_INTERVAL: 'forever',
+      });
+      expect(r.code).toBe(78);
+      expect(r.err).toContain('STRATA_CHUNK_INTERVAL="forever": must be a positive PostgreSQL interval');
+      expect(r.err).not.toContain('Sup3r-secret');
+      expect(connections).toBe(0);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('says which setting a command needs', async () => {
+    const r = await strata(['migrate'], {});
+    expect(r).toMatchObject({ code: 78, err: expect.stringContaining('STRATA_ADMIN_DATABASE_URL is required for strata migrate (a direct connection') });
+  });
+
+  it('reports an unreachable database without its password', async () => {
+    const r = await strata(['facility', 'list'], { STRATA_ADMIN_DATABASE_URL: 'postgres://admin:Sup3r-secret@127.0.0.1:1/m' });
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('strata: cannot connect to postgres://admin:***@127.0.0.1:1/m');
+    expect(r.err).not.toContain('Sup3r-secret');
+  });
+
+  it('migrates, adds and lists facilities on an embedded database directory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strata-cli-'));
+    const env = { STRATA_ADMIN_DATABASE_URL: `pglite:${dir}/db`, STRATA_LOG_LEVEL: 'warn' };
+    const m = await strata(['migrate'], env);
+    expect(m.code).toBe(0);
+    expect(m.out).toMatch(/^applied 4 migrations: 0001_roles, /);
+    expect((await strata(['migrate'], env)).out).toMatch(/^schema up to date \(4 migrations applied earlier\)/);
+
+    const add = await strata(['facility', 'add', 'press-01', '--region', 'eu-west-1', '--name', 'Press shop'], env);
+    expect(add.code).toBe(0);
+    const token = /ingest token: +(stk_\S+)/.exec(add.out)?.[1];
+    expect(token).toBeDefined();
+    expect(add.out).toContain('reader login:    strata_reader_press_01');
+
+    const again = await strata(['facility', 'add', 'press-01', '--region', 'eu-west-1'], env);
+    expect(again).toMatchObject({ code: 65, err: 'strata: facility "press-01" already exists (id 1)' });
+
+    const list = await strata(['facility', 'list'], env);
+    expect(list.code).toBe(0);
+    expect(list.out.split('\n')[0]).toMatch(/^ID +CODE +REGION +NAME +READER ROLE +SERIES +CREATED$/);
+    expect(list.out).toMatch(/1 +press-01 +eu-west-1 +Press shop +strata_reader_press_01 +0 +\d{4}-/);
+    expect(list.out).not.toContain(token!);
+    const json = JSON.parse((await strata(['facility', 'list', '--json'], env)).out);
+    expect(json).toEqual([expect.objectContaining({ id: 1, code: 'press-01', region: 'eu-west-1', name: 'Press shop' })]);
+    expect(JSON.stringify(json)).not.toContain(token!);
+
+    const status = await strata(['status'], env);
+    expect(status.out).toContain('compression:  segmentby facility_id, series_id; orderby time');
+    expect(status.out).toContain('facilities:   1, series: 0');
+  });
+
+  it('strata dev creates, migrates and describes an embedded TimescaleDB, and reuses it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strata-dev-'));
+    const env = { STRATA_DEV_DIR: dir, STRATA_LOG_LEVEL: 'warn' };
+    const first = await strata(['dev'], env);
+    expect(first.code).toBe(0);
+    expect(first.out).toContain(`embedded TimescaleDB in ${dir}`);
+    expect(first.out).toContain('applied 4 migrations');
+    expect(first.out).toMatch(/timescaledb: +2\.\d+/);
+    expect(first.out).toContain('hypertable:   strata.metrics, chunk interval 01:00:00, 0 chunks');
+    expect(first.out).toContain('tablespaces:  cold_data, warm_data');
+    const second = await strata(['dev'], env);
+    expect(second.code).toBe(0);
+    expect(second.out).toContain('schema up to date');
+  });
+});

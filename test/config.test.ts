@@ -1,0 +1,130 @@
+// Configuration: every error path names its setting and reason; credentials never appear.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, requireSetting } from '../src/config.ts';
+import { ConfigError } from '../src/errors.ts';
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return [...(err as ConfigError).problems];
+  }
+  throw new Error('expected a ConfigError');
+}
+
+function file(content: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-config-'));
+  const path = join(dir, 'strata.json');
+  writeFileSync(path, content);
+  return path;
+}
+
+describe('configuration', () => {
+  it('has defaults for everything but the connections and region', () => {
+    expect(loadConfig({ env: {} })).toEqual({ chunkInterval: '1 hour', logLevel: 'info', devDir: '.strata' });
+  });
+
+  it('reads STRATA_* variables', () => {
+    const c = loadConfig({
+      env: {
+        STRATA_DATABASE_URL: 'postgres://gw:pw@bouncer:6432/metrics',
+        STRATA_ADMIN_DATABASE_URL: 'postgresql://admin@primary/metrics',
+        STRATA_REGION: 'eu-west-1',
+        STRATA_CHUNK_INTERVAL: '30 minutes',
+        STRATA_WARM_TABLESPACE: 'warm_data',
+        STRATA_COLD_TABLESPACE: 'cold_data',
+        STRATA_LOG_LEVEL: 'debug',
+        STRATA_DEV_DIR: '/tmp/x',
+      },
+    });
+    expect(c).toEqual({
+      databaseUrl: 'postgres://gw:pw@bouncer:6432/metrics',
+      adminDatabaseUrl: 'postgresql://admin@primary/metrics',
+      region: 'eu-west-1',
+      chunkInterval: '30 minutes',
+      warmTablespace: 'warm_data',
+      coldTablespace: 'cold_data',
+      logLevel: 'debug',
+      devDir: '/tmp/x',
+    });
+  });
+
+  it('takes a JSON file, with environment variables overriding it', () => {
+    const path = file(JSON.stringify({ region: 'us-east-1', chunkInterval: '1 day', adminDatabaseUrl: 'pglite:/tmp/db' }));
+    const c = loadConfig({ env: { STRATA_REGION: 'eu-west-1' }, file: path });
+    expect(c.region).toBe('eu-west-1');
+    expect(c.chunkInterval).toBe('1 day');
+    expect(c.adminDatabaseUrl).toBe('pglite:/tmp/db');
+  });
+
+  it('reports every bad variable at once, by name and reason, with passwords masked', () => {
+    const p = problems(() =>
+      loadConfig({
+        env: {
+          STRATA_DATABASE_URL: 'mysql://gw:hunter22@db/metrics',
+          STRATA_ADMIN_DATABASE_URL: 'postgres://admin:hunter33@/',
+          STRATA_REGION: 'EU West',
+          STRATA_CHUNK_INTERVAL: '0 hours',
+          STRATA_WARM_TABLESPACE: 'Warm-Data',
+          STRATA_COLD_TABLESPACE: 'x'.repeat(64),
+          STRATA_LOG_LEVEL: 'loud',
+        },
+      }),
+    );
+    expect(p).toHaveLength(7);
+    expect(p[0]).toBe('STRATA_DATABASE_URL="mysql://gw:***@db/metrics": must be a postgres:// or postgresql:// URL naming a host and a database, or pglite:<directory> or pglite:memory');
+    expect(p[1]).toMatch(/^STRATA_ADMIN_DATABASE_URL="postgres:\/\/admin:\*\*\*@\/": must be a postgres:\/\//);
+    expect(p[2]).toBe('STRATA_REGION="EU West": must be lowercase letters, digits and hyphens, such as "eu-west-1"');
+    expect(p[3]).toBe('STRATA_CHUNK_INTERVAL="0 hours": must be a positive PostgreSQL interval of whole units, such as "1 hour", "30 minutes" or "1 day"');
+    expect(p[4]).toMatch(/^STRATA_WARM_TABLESPACE="Warm-Data": must be a lowercase PostgreSQL identifier/);
+    expect(p[5]).toMatch(/^STRATA_COLD_TABLESPACE="x{64}": must be a lowercase PostgreSQL identifier/);
+    expect(p[6]).toMatch(/^STRATA_LOG_LEVEL="loud": Invalid option: expected one of "debug"\|"info"\|"warn"\|"error"/);
+    expect(p.join('\n')).not.toMatch(/hunter2/);
+  });
+
+  it.each([
+    ['1 fortnight'],
+    ['1.5 hours'],
+    ['hour'],
+    ['1 hour; DROP TABLE x'],
+  ])('rejects the chunk interval %j', (value) => {
+    const [p] = problems(() => loadConfig({ env: { STRATA_CHUNK_INTERVAL: value } }));
+    expect(p).toContain(`STRATA_CHUNK_INTERVAL=${JSON.stringify(value)}: must be a positive PostgreSQL interval`);
+  });
+
+  it('names the file and key of a bad value from the config file', () => {
+    const path = file(JSON.stringify({ chunkInterval: 5 }));
+    const [p] = problems(() => loadConfig({ env: {}, file: path }));
+    expect(p).toMatch(new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: "chunkInterval"=5: `));
+  });
+
+  it('names unknown keys in the config file', () => {
+    const path = file(JSON.stringify({ regoin: 'eu-west-1' }));
+    const [p] = problems(() => loadConfig({ env: {}, file: path }));
+    expect(p).toMatch(/unknown setting "regoin" \(known: databaseUrl, adminDatabaseUrl, region,/);
+  });
+
+  it('reports a config file that is missing, not JSON, or not an object', () => {
+    expect(problems(() => loadConfig({ env: {}, file: '/nonexistent/strata.json' }))).toEqual(['config file /nonexistent/strata.json: cannot be read (ENOENT)']);
+    const bad = file('{"region": ');
+    expect(problems(() => loadConfig({ env: {}, file: bad }))[0]).toMatch(new RegExp(`^config file ${bad}: not valid JSON \\(`));
+    const arr = file('[1, 2]');
+    expect(problems(() => loadConfig({ env: {}, file: arr }))).toEqual([`config file ${arr}: must hold a JSON object of settings`]);
+  });
+
+  it('masks a password from a config file even where it appears without its URL', () => {
+    const path = file(JSON.stringify({ databaseUrl: 'postgres://gw:Zq9-unique-pw@h/db', region: 'Bad Region Zq9-unique-pw' }));
+    const p = problems(() => loadConfig({ env: {}, file: path }));
+    expect(p.join('\n')).not.toContain('Zq9-unique-pw');
+    expect(p[0]).toContain('"region"="Bad Region ***"');
+  });
+
+  it('says which setting a command needs', () => {
+    const c = loadConfig({ env: {} });
+    expect(problems(() => requireSetting(c, 'adminDatabaseUrl', 'for strata migrate'))).toEqual(['STRATA_ADMIN_DATABASE_URL is required for strata migrate']);
+  });
+});

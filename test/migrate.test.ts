@@ -1,0 +1,168 @@
+// strata migrate: fresh, repeated, configured chunk interval and tablespaces, tampered files,
+// and a server without TimescaleDB.
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SQL_DIR, loadMigrations, migrate } from '../src/db/migrate.ts';
+import { openDb } from '../src/db/open.ts';
+import { openPglite } from '../src/db/pglite.ts';
+import type { Db } from '../src/db/port.ts';
+import { StrataError } from '../src/errors.ts';
+import { cluster, createDatabase, timescaleTargets } from './support/databases.ts';
+
+/** Everything migrate could change: tables, columns, indexes, hypertable and compression settings, grants. */
+async function schemaSnapshot(db: Db): Promise<unknown> {
+  const q = async (sql: string) => (await db.query(sql)).rows;
+  return {
+    columns: await q(`SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns WHERE table_schema = 'strata' ORDER BY 1, 2`),
+    indexes: await q(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'strata' ORDER BY 1`),
+    hypertables: await q(`SELECT hypertable_name, owner, compression_enabled FROM timescaledb_information.hypertables ORDER BY 1`),
+    dimensions: await q(`SELECT column_name, time_interval::text FROM timescaledb_information.dimensions ORDER BY 1`),
+    compression: await q(`SELECT attname, segmentby_column_index, orderby_column_index, orderby_asc FROM timescaledb_information.compression_settings ORDER BY 1`),
+    grants: await q(`SELECT grantee, table_name, privilege_type FROM information_schema.role_table_grants WHERE table_schema = 'strata' ORDER BY 1, 2, 3`),
+    migrations: await q(`SELECT version, name, checksum FROM strata.schema_migrations ORDER BY 1`),
+  };
+}
+
+describe.each(timescaleTargets())('migrate on $name', (target) => {
+  let handle: Awaited<ReturnType<typeof target.open>>;
+  let db: Db;
+  beforeEach(async () => {
+    handle = await target.open();
+    db = handle.db;
+  });
+  afterEach(async () => handle.close());
+
+  it('creates the metrics hypertable with its chunk interval and compression settings', async () => {
+    const r = await migrate(db, { chunkInterval: '2 hours' });
+    expect(r.applied).toEqual(loadMigrations().map((m) => m.name));
+    expect(r.license).toBe('timescale');
+    expect(r.unavailable).toEqual([]);
+
+    const ht = await db.query(`SELECT owner, compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_schema = 'strata' AND hypertable_name = 'metrics'`);
+    expect(ht.rows).toEqual([{ owner: 'strata_maintainer', compression_enabled: true }]);
+    const dim = await db.query(`SELECT column_name, time_interval FROM timescaledb_information.dimensions WHERE hypertable_name = 'metrics'`);
+    expect(dim.rows).toHaveLength(1);
+    expect(dim.rows[0]!.column_name).toBe('time');
+    expect(String((await db.query(`SELECT time_interval::text AS i FROM timescaledb_information.dimensions WHERE hypertable_name = 'metrics'`)).rows[0]!.i)).toBe('02:00:00');
+    const cs = await db.query(
+      `SELECT attname, segmentby_column_index AS seg, orderby_column_index AS ord, orderby_asc AS asc
+         FROM timescaledb_information.compression_settings WHERE hypertable_name = 'metrics' ORDER BY attname`,
+    );
+    expect(cs.rows).toEqual([
+      { attname: 'facility_id', seg: 1, ord: null, asc: null },
+      { attname: 'series_id', seg: 2, ord: null, asc: null },
+      { attname: 'time', seg: null, ord: 1, asc: true },
+    ]);
+    const roles = await db.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE 'strata\\_%' AND rolname NOT LIKE 'strata\\_reader\\_%' ORDER BY 1`);
+    expect(roles.rows.map((x) => x.rolname)).toEqual(['strata_ingest', 'strata_maintainer', 'strata_reader']);
+    const tables = await db.query<{ t: string }>(`SELECT tablename AS t FROM pg_tables WHERE schemaname = 'strata' ORDER BY 1`);
+    expect(tables.rows.map((x) => x.t)).toEqual(['archive_catalog', 'facilities', 'facility_grants', 'ingest_ledger', 'job_journal', 'metrics', 'schema_migrations', 'series']);
+
+    // The hypertable takes rows and compresses them with these settings.
+    await db.query(`INSERT INTO strata.metrics SELECT t, 1, s, s * 1.5 FROM generate_series(now() - interval '5 hours', now(), interval '10 minutes') t, generate_series(1, 3) s`);
+    const chunks = await db.query<{ c: string }>(`SELECT show_chunks('strata.metrics', older_than => now() - interval '2 hours')::text AS c`);
+    expect(chunks.rows.length).toBeGreaterThan(0);
+    for (const c of chunks.rows) await db.query('SELECT compress_chunk($1::regclass)', [c.c]);
+    const compressed = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics' AND is_compressed`);
+    expect(compressed.rows[0]!.n).toBe(chunks.rows.length);
+    expect((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.metrics')).rows[0]!.n).toBe(31 * 3);
+  });
+
+  it('changes nothing when run again', async () => {
+    await migrate(db, { chunkInterval: '1 hour' });
+    const before = await schemaSnapshot(db);
+    const again = await migrate(db, { chunkInterval: '1 hour' });
+    expect(again.applied).toEqual([]);
+    expect(again.alreadyApplied).toBe(loadMigrations().length);
+    expect(await schemaSnapshot(db)).toEqual(before);
+  });
+
+  it('applies a new chunk interval from configuration to new chunks only', async () => {
+    await migrate(db, { chunkInterval: '1 hour' });
+    const r = await migrate(db, { chunkInterval: '1 day' });
+    expect(r.applied).toEqual([]);
+    expect(r.chunkInterval).toEqual({ before: '01:00:00', after: '1 day' });
+    const dim = await db.query<{ i: string }>(`SELECT time_interval::text AS i FROM timescaledb_information.dimensions WHERE hypertable_name = 'metrics'`);
+    expect(dim.rows[0]!.i).toBe('1 day');
+  });
+
+  it('refuses a migration file changed after it was applied', async () => {
+    await migrate(db, { chunkInterval: '1 hour' });
+    const dir = mkdtempSync(join(tmpdir(), 'strata-sql-'));
+    cpSync(SQL_DIR, dir, { recursive: true });
+    writeFileSync(join(dir, '0002_catalog.sql'), '-- edited\nSELECT 1;\n');
+    const err = await migrate(db, { chunkInterval: '1 hour', dir: dir + '/' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StrataError);
+    expect((err as Error).message).toBe('migration 0002_catalog was changed after it was applied; restore the original file');
+  });
+
+  it('rolls back a failing migration entirely and names it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strata-sql-'));
+    cpSync(SQL_DIR, dir, { recursive: true });
+    const next = String(loadMigrations().length + 1).padStart(4, '0');
+    writeFileSync(join(dir, `${next}_broken.sql`), 'CREATE TABLE strata.half_done (a int);\nSELECT no_such_function();\n');
+    const err = await migrate(db, { chunkInterval: '1 hour', dir: dir + '/' }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(new RegExp(`^migration ${next}_broken failed: function no_such_function\\(\\) does not exist \\(SQLSTATE 42883\\)`));
+    const half = await db.query(`SELECT 1 FROM pg_tables WHERE schemaname = 'strata' AND tablename = 'half_done'`);
+    expect(half.rows).toEqual([]);
+    const versions = await db.query<{ n: number }>('SELECT max(version)::int AS n FROM strata.schema_migrations');
+    expect(versions.rows[0]!.n).toBe(loadMigrations().length);
+  });
+
+  it('says how to create a configured tablespace that is missing, before changing anything', async () => {
+    const err = await migrate(db, { chunkInterval: '1 hour', warmTablespace: 'warm_nowhere', coldTablespace: 'cold_nowhere' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StrataError);
+    const msg = (err as Error).message;
+    expect(msg).toContain('tablespace "warm_nowhere" does not exist');
+    expect(msg).toContain("CREATE TABLESPACE warm_nowhere LOCATION '/srv/pg/warm_nowhere';");
+    expect(msg).toContain('tablespace "cold_nowhere" does not exist');
+    const schema = await db.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'strata'`);
+    expect(schema.rows).toEqual([]);
+  });
+});
+
+describe('migrate with tablespaces on pglite-timescaledb', () => {
+  it('accepts existing tablespaces and grants the maintainer CREATE on them', async () => {
+    const db = await openPglite('pglite:memory');
+    try {
+      await db.ensureTablespace('warm_data');
+      await db.ensureTablespace('cold_data');
+      await migrate(db, { chunkInterval: '1 hour', warmTablespace: 'warm_data', coldTablespace: 'cold_data' });
+      const r = await db.query<{ w: boolean; c: boolean }>(
+        `SELECT has_tablespace_privilege('strata_maintainer', 'warm_data', 'CREATE') AS w, has_tablespace_privilege('strata_maintainer', 'cold_data', 'CREATE') AS c`,
+      );
+      expect(r.rows[0]).toEqual({ w: true, c: true });
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('migrate on native PostgreSQL without TimescaleDB', () => {
+  const dbs: { drop(): Promise<void> }[] = [];
+  afterAll(async () => {
+    for (const d of dbs) await d.drop();
+  });
+
+  it('fails with a message saying what to install, and creates nothing', async () => {
+    const t = await createDatabase(cluster().adminUrl(), 'strata_noext');
+    dbs.push(t);
+    const db = await openDb(t.url);
+    try {
+      const err = await migrate(db, { chunkInterval: '1 hour' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StrataError);
+      expect((err as StrataError).code).toBe('timescaledb_missing');
+      const msg = (err as Error).message;
+      expect(msg).toContain(`the TimescaleDB extension is not installed on the server of database "${t.name}"`);
+      expect(msg).toContain('timescaledb-2-postgresql-15');
+      expect(msg).toContain("shared_preload_libraries = 'timescaledb'");
+      expect(msg).not.toContain('strata-test-pw');
+      const schema = await db.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'strata'`);
+      expect(schema.rows).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+});
