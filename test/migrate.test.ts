@@ -4,7 +4,7 @@ import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { SQL_DIR, loadMigrations, migrate } from '../src/db/migrate.ts';
+import { SQL_DIR, loadMigrations, migrate, unavailableCapabilities } from '../src/db/migrate.ts';
 import { openDb } from '../src/db/open.ts';
 import { openPglite } from '../src/db/pglite.ts';
 import type { Db } from '../src/db/port.ts';
@@ -164,5 +164,14 @@ describe('migrate on native PostgreSQL without TimescaleDB', () => {
     } finally {
       await db.close();
     }
+  });
+});
+
+describe('TimescaleDB license', () => {
+  // The license can only be set at server start, so an Apache-only server cannot be started here;
+  // this is the mapping migrate reports from `SHOW timescaledb.license`.
+  it('names what an Apache-only build lacks, and nothing for the Timescale license', () => {
+    expect(unavailableCapabilities('apache')).toEqual(['compression (warm and cold tiers)', 'move_chunk (tablespace tiering)', 'custom jobs']);
+    expect(unavailableCapabilities('timescale')).toEqual([]);
   });
 });

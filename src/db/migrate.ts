@@ -35,6 +35,11 @@ export interface MigrateResult {
   chunkInterval: { before: string | null; after: string };
 }
 
+/** Compression, move_chunk and custom jobs are Timescale License features, missing from Apache-only builds. */
+export function unavailableCapabilities(license: string): string[] {
+  return license === 'apache' ? ['compression (warm and cold tiers)', 'move_chunk (tablespace tiering)', 'custom jobs'] : [];
+}
+
 export function loadMigrations(dir = SQL_DIR): Migration[] {
   const files = readdirSync(dir).filter((f) => f.endsWith('.sql')).sort();
   const out: Migration[] = [];
@@ -181,7 +186,7 @@ export async function migrate(db: Db, opts: MigrateOptions): Promise<MigrateResu
     )
   ).rows[0]!;
   const license = info.license ?? 'unknown';
-  const unavailable = license === 'apache' ? ['compression (warm and cold tiers)', 'move_chunk (tablespace tiering)', 'custom jobs'] : [];
+  const unavailable = unavailableCapabilities(license);
   if (unavailable.length > 0) log.warn('TimescaleDB is an Apache-only build; these capabilities are unavailable', { unavailable });
 
   const was = await chunkInterval(db);
