@@ -65,7 +65,8 @@ export const ENV_NAMES: Record<Key, string> = {
 const URL_KEYS: ReadonlySet<string> = new Set(['databaseUrl', 'adminDatabaseUrl']);
 
 function show(key: string, value: unknown): string {
-  if (typeof value !== 'string') return JSON.stringify(value) ?? String(value);
+  if (URL_KEYS.has(key) && typeof value !== 'string') return `(a ${Array.isArray(value) ? 'list' : typeof value})`;
+  if (typeof value !== 'string') return redact(JSON.stringify(value) ?? String(value));
   return JSON.stringify(URL_KEYS.has(key) ? redactUrl(value) : redact(value));
 }
 

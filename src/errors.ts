@@ -37,8 +37,11 @@ export function errorText(err: unknown): string {
   return redact(String(err));
 }
 
-/** SQLSTATE of a database error (node-postgres and PGlite both expose `code`), if any. */
+/**
+ * SQLSTATE of an error the server reported, if any. node-postgres and PGlite both expose `code` and
+ * `severity`; Node's own errors (EPIPE, EPERM) have a code but no severity.
+ */
 export function sqlState(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+  const e = err as { code?: unknown; severity?: unknown } | null;
+  return typeof e?.severity === 'string' && typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code) ? e.code : undefined;
 }

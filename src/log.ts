@@ -1,6 +1,6 @@
 // Structured JSON logs, one object per line on stderr, credentials redacted.
 // Ground floor: imports only redact.ts.
-import { redact } from './redact.ts';
+import { SECRET_KEY, redact } from './redact.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -21,7 +21,7 @@ function clean(value: unknown): unknown {
   if (typeof value === 'bigint') return value.toString();
   if (Array.isArray(value)) return value.map(clean);
   if (value && typeof value === 'object' && !(value instanceof Date)) {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, clean(v)]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, SECRET_KEY.test(k) && v != null ? '***' : clean(v)]));
   }
   return value;
 }

@@ -8,8 +8,9 @@ export function registerSecret(secret: string | undefined): void {
   if (secret && secret.length >= 4) secrets.add(secret);
 }
 
-const URL_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^\s:/@]*:)([^\s@/]+)(@)/gi;
-const KEY_VALUE = /\b(password|passwd|pwd|token|secret)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&,;]+)/gi;
+// The password runs to the last "@" of the URL, so one holding "/" or "@" is masked whole.
+const URL_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^\s:/@]*:)(\S+)(@)/gi;
+const KEY_VALUE = /(\w*(?:password|passwd|pwd|token|secret)"?)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&,;"]+)/gi;
 const AUTH_HEADER = /\b(Token|Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/g;
 
 /** Mask passwords in URLs, `password=...` pairs, auth headers and any registered secret. */
@@ -21,6 +22,9 @@ export function redact(text: string): string {
   for (const s of secrets) if (out.includes(s)) out = out.split(s).join('***');
   return out;
 }
+
+/** Field names whose values are always masked in logs. */
+export const SECRET_KEY = /pass|pwd|secret|token|auth|credential/i;
 
 /** The URL without its password, for messages about a connection target. */
 export function redactUrl(url: string): string {

@@ -51,11 +51,13 @@ beforeAll(async () => {
 });
 afterAll(async () => nativeDb?.drop());
 
+const bouncerUrl = () => nativeDb.url.replace(`:${cluster().pgPort}/`, `:${cluster().bouncerPort}/`);
 const ports: Port[] = [
   { name: 'pglite', open: () => openDb('pglite:memory') },
   { name: 'pg direct', open: () => openDb(nativeDb.url) },
-  { name: 'pg through PgBouncer (transaction pooling)', open: () => openDb(nativeDb.url.replace(`:${cluster().pgPort}/`, `:${cluster().bouncerPort}/`)) },
+  { name: 'pg through PgBouncer (transaction pooling)', open: () => openDb(bouncerUrl()) },
 ];
+const urlOf = (port: Port) => (port.name === 'pg direct' ? nativeDb.url : bouncerUrl());
 
 describe.each(ports)('database port: $name', (port) => {
   let db: Db;
@@ -150,6 +152,45 @@ describe.each(ports)('database port: $name', (port) => {
     }
     await expect(db.copyIn('COPY port_t FROM STDIN', failing())).rejects.toThrow('collector went away');
     expect((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM port_t')).rows[0]!.n).toBe(0);
+  });
+
+  it('stays usable, on one connection, after a sink fails during COPY out, in or out of a transaction', async () => {
+    const one = port.name === 'pglite' ? db : await openDb(urlOf(port), { max: 1 });
+    const failing = () =>
+      new Writable({
+        write(_chunk, _enc, cb) {
+          cb(new Error('disk full'));
+        },
+      });
+    try {
+      await expect(one.copyOut('COPY (SELECT g FROM generate_series(1, 200000) g) TO STDOUT', failing())).rejects.toThrow('disk full');
+      expect((await one.query<{ n: number }>('SELECT 1 AS n')).rows).toEqual([{ n: 1 }]);
+      await expect(
+        one.transaction(async (tx) => {
+          await tx.query("SELECT set_config('application_name', 'in-tx', true)");
+          await tx.copyOut('COPY (SELECT g FROM generate_series(1, 200000) g) TO STDOUT', failing());
+        }),
+      ).rejects.toThrow('disk full');
+      expect((await one.query<{ n: number }>('SELECT 2 AS n')).rows).toEqual([{ n: 2 }]);
+    } finally {
+      if (one !== db) await one.close();
+    }
+  });
+
+  it('counts the rows a SELECT returns and refuses a transaction used after it ended', async () => {
+    expect((await db.query('SELECT g FROM generate_series(1, 3) g')).rowCount).toBe(3);
+    let leaked: Parameters<Parameters<Db['transaction']>[0]>[0] | undefined;
+    await db.transaction(async (tx) => {
+      leaked = tx;
+    });
+    await expect(leaked!.query('SELECT 1')).rejects.toThrow(/closed|ended/);
+  });
+
+  it('matches COPY ... TO STDOUT only as the final clause, never inside a literal', async () => {
+    const sink = new Collector();
+    await db.copyOut(`COPY (SELECT 'to stdout' AS a, 'from stdin' AS b) TO STDOUT (FORMAT csv)`, sink);
+    expect(sink.bytes.toString()).toBe('to stdout,from stdin\n');
+    await expect(db.copyIn(`COPY (SELECT 'from stdin') TO STDOUT`, [])).rejects.toThrow(/COPY \.\.\. FROM STDIN/);
   });
 
   it('refuses COPY statements that do not read STDIN or write STDOUT', async () => {

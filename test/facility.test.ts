@@ -77,6 +77,14 @@ describe.each(timescaleTargets())('facilities on $name', (target) => {
     }
   });
 
+  it('refuses a code that maps to another facility\'s reader role', async () => {
+    const base = uniqueName('line');
+    await addFacility(db, { code: `${base}-1`, region: 'eu-west-1' });
+    const err = await addFacility(db, { code: `${base}_1`, region: 'eu-west-1' }).catch((e: unknown) => e);
+    expect((err as Error).message).toBe(`facility code "${base}_1" maps to reader role "strata_reader_${base}_1", which facility "${base}-1" already has; choose another code`);
+    expect(await listFacilities(db)).toHaveLength(1);
+  });
+
   it('names each invalid field', async () => {
     const err = await addFacility(db, { code: 'Bad Code!', region: 'EU West', name: '' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StrataError);

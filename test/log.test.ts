@@ -45,4 +45,12 @@ describe('logger', () => {
     expect(rec.nested.list[0]).toBe('value *** here');
     expect(rec.error.message).toBe('auth failed for postgresql://u:***@h/d');
   });
+
+  it('masks fields named like secrets, and PGPASSWORD= or JSON "password" forms in text', () => {
+    const { lines, log } = capture();
+    log.info('env PGPASSWORD=Pg-env-pw and {"password":"Js-pw"}', { password: 'F1-pw', apiToken: 'F2-tok', authorization: 'F3-auth', count: 3 });
+    const text = lines.join('\n');
+    for (const secret of ['Pg-env-pw', 'Js-pw', 'F1-pw', 'F2-tok', 'F3-auth']) expect(text).not.toContain(secret);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ password: '***', apiToken: '***', authorization: '***', count: 3 });
+  });
 });

@@ -9,6 +9,7 @@ import { openDb } from '../src/db/open.ts';
 import { openPglite } from '../src/db/pglite.ts';
 import type { Db } from '../src/db/port.ts';
 import { StrataError } from '../src/errors.ts';
+import { createLogger } from '../src/log.ts';
 import { cluster, createDatabase, timescaleTargets } from './support/databases.ts';
 
 /** Everything migrate could change: tables, columns, indexes, hypertable and compression settings, grants. */
@@ -77,6 +78,14 @@ describe.each(timescaleTargets())('migrate on $name', (target) => {
     expect(again.applied).toEqual([]);
     expect(again.alreadyApplied).toBe(loadMigrations().length);
     expect(await schemaSnapshot(db)).toEqual(before);
+  });
+
+  it('treats equal intervals written differently as unchanged', async () => {
+    await migrate(db, { chunkInterval: '1 day' });
+    const lines: string[] = [];
+    const r = await migrate(db, { chunkInterval: '24 hours', logger: createLogger('info', (l) => lines.push(l)) });
+    expect(r.chunkInterval.before).toBe('1 day');
+    expect(lines.join('\n')).not.toContain('chunk interval changed');
   });
 
   it('applies a new chunk interval from configuration to new chunks only', async () => {

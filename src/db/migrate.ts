@@ -136,6 +136,7 @@ export async function migrate(db: Db, opts: MigrateOptions): Promise<MigrateResu
   const log = opts.logger ?? silentLogger;
   const migrations = loadMigrations(opts.dir);
   const tablespaces = [opts.warmTablespace, opts.coldTablespace].filter((t): t is string => !!t);
+  for (const t of tablespaces) if (!/^[a-z_][a-z0-9_]{0,62}$/.test(t)) throw new StrataError('tablespace_name', `invalid tablespace name ${JSON.stringify(t)}`);
   await checkTablespacesExist(db, tablespaces);
   await ensureTimescale(db);
 
@@ -190,8 +191,9 @@ export async function migrate(db: Db, opts: MigrateOptions): Promise<MigrateResu
   if (unavailable.length > 0) log.warn('TimescaleDB is an Apache-only build; these capabilities are unavailable', { unavailable });
 
   const was = await chunkInterval(db);
-  const wanted = (await db.query<{ i: string }>('SELECT $1::interval::text AS i', [opts.chunkInterval])).rows[0]!.i;
-  if (was !== wanted) {
+  const cmp = (await db.query<{ i: string; same: boolean }>('SELECT $1::interval::text AS i, $1::interval = $2::interval AS same', [opts.chunkInterval, was])).rows[0]!;
+  const wanted = cmp.i;
+  if (!cmp.same) {
     await db.query(`SELECT set_chunk_time_interval('strata.metrics', $1::interval)`, [opts.chunkInterval]);
     log.info('chunk interval changed; it applies to new chunks only', { from: was, to: wanted });
   }

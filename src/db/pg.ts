@@ -1,13 +1,12 @@
 // Database port over node-postgres: a Pool, and pg-copy-streams for COPY.
-import { Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { StrataError, errorText, sqlState } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
-import { COPY_FROM_STDIN, COPY_TO_STDOUT, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
+import { isCopyIn, isCopyOut, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
 
 const types = {
   getTypeParser(oid: number, format?: 'text' | 'binary') {
@@ -23,48 +22,52 @@ export interface PgOptions {
   logger?: Logger;
 }
 
+const ROLLBACK_TIMEOUT_MS = 5_000;
+
 /** A connection failure names the target (without its password) and keeps the driver's reason. */
 function connectError(target: string, err: unknown): StrataError {
   return new StrataError('db_connect', `cannot connect to ${target}: ${errorText(err)}`, { cause: err });
 }
 
-type Client = pg.PoolClient;
+/**
+ * A client on loan. `broken` is set when an error left its connection in an unknown state (a
+ * failed COPY stream, a network error): such a client is destroyed, never returned to the pool.
+ */
+interface Loan {
+  c: pg.PoolClient;
+  broken: Error | null;
+}
 
-function queryable(client: () => Promise<{ c: Client; release: (err?: Error) => void }>): Queryable {
-  const withClient = async <T>(fn: (c: Client) => Promise<T>): Promise<T> => {
-    const { c, release } = await client();
-    try {
-      const out = await fn(c);
-      release();
-      return out;
-    } catch (err) {
-      // A client whose connection broke is discarded, not returned to the pool.
-      release(sqlState(err) ? undefined : (err as Error));
-      throw err;
-    }
-  };
+function fail(loan: Loan, err: unknown, copy: boolean): never {
+  // A server error after a plain query leaves the connection usable; anything else, or any failed
+  // COPY (its stream may still be running), does not.
+  if (copy || !sqlState(err)) loan.broken ??= err instanceof Error ? err : new Error(String(err));
+  throw err;
+}
+
+function queryable(use: <T>(fn: (loan: Loan) => Promise<T>) => Promise<T>): Queryable {
   return {
     query: <R>(sql: string, params: readonly unknown[] = []) =>
-      withClient(async (c) => {
-        const r = await c.query(sql, params as unknown[]);
+      use(async (loan) => {
+        const r = await loan.c.query(sql, params as unknown[]).catch((e: unknown) => fail(loan, e, false));
         return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 } satisfies QueryResult<R>;
       }),
-    exec: (script) => withClient(async (c) => void (await c.query(script))),
+    exec: (script) => use(async (loan) => void (await loan.c.query(script).catch((e: unknown) => fail(loan, e, false)))),
     copyIn: async (sql, source) => {
-      if (!COPY_FROM_STDIN.test(sql)) throw new StrataError('copy_sql', 'copyIn needs a COPY ... FROM STDIN statement');
-      return withClient(async (c) => {
-        const stream = c.query(copyFrom(sql));
-        await pipeline(toReadable(source), stream);
+      if (!isCopyIn(sql)) throw new StrataError('copy_sql', 'copyIn needs a COPY ... FROM STDIN statement');
+      return use(async (loan) => {
+        const stream = loan.c.query(copyFrom(sql));
+        await pipeline(toReadable(source), stream).catch((e: unknown) => fail(loan, e, !sqlState(e)));
         return stream.rowCount;
       });
     },
     copyOut: async (sql, sink) => {
-      if (!COPY_TO_STDOUT.test(sql)) throw new StrataError('copy_sql', 'copyOut needs a COPY ... TO STDOUT statement');
-      return withClient(async (c) => {
-        const stream = c.query(copyTo(sql));
+      if (!isCopyOut(sql)) throw new StrataError('copy_sql', 'copyOut needs a COPY ... TO STDOUT statement');
+      return use(async (loan) => {
+        const stream = loan.c.query(copyTo(sql));
         let bytes = 0;
         stream.on('data', (chunk: Buffer) => (bytes += chunk.length));
-        await pipeline(stream, sink as Writable, { end: true });
+        await pipeline(stream, sink as Writable).catch((e: unknown) => fail(loan, e, !sqlState(e)));
         return bytes;
       });
     },
@@ -83,42 +86,56 @@ export function openPg(opts: PgOptions): Db {
     application_name: opts.applicationName ?? 'strata',
     types,
     connectionTimeoutMillis: 10_000,
+    keepAlive: true,
   });
   // An idle client whose server went away must not crash the process.
   pool.on('error', (err) => opts.logger?.warn('idle database connection lost', { target, error: err }));
 
-  const acquire = async () => {
-    let c: Client;
+  const borrow = async (): Promise<Loan> => {
     try {
-      c = await pool.connect();
+      return { c: await pool.connect(), broken: null };
     } catch (err) {
       throw connectError(target, err);
     }
-    return { c, release: (err?: Error) => c.release(err) };
   };
-  const base = queryable(acquire);
+  const giveBack = (loan: Loan) => loan.c.release(loan.broken ?? undefined);
+
+  const base = queryable(async (fn) => {
+    const loan = await borrow();
+    try {
+      return await fn(loan);
+    } finally {
+      giveBack(loan);
+    }
+  });
 
   return {
     kind: 'postgres',
     target,
     ...base,
     async transaction(fn) {
-      const { c, release } = await acquire();
-      const tx = queryable(async () => ({ c, release: () => {} }));
+      const loan = await borrow();
+      let open = true;
+      const tx = queryable(async (use) => {
+        if (!open) throw new StrataError('tx_closed', 'the transaction has already ended');
+        return use(loan);
+      });
       try {
-        await c.query('BEGIN');
+        await loan.c.query('BEGIN').catch((e: unknown) => fail(loan, e, false));
         const out = await fn(tx);
-        await c.query('COMMIT');
-        release();
+        await loan.c.query('COMMIT').catch((e: unknown) => fail(loan, e, false));
         return out;
       } catch (err) {
-        try {
-          await c.query('ROLLBACK');
-          release();
-        } catch {
-          release(err as Error);
+        if (!loan.broken) {
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('ROLLBACK timed out')), ROLLBACK_TIMEOUT_MS)));
+          await Promise.race([loan.c.query('ROLLBACK'), timeout]).catch((e: unknown) => (loan.broken = e as Error));
+          clearTimeout(timer);
         }
         throw err;
+      } finally {
+        open = false;
+        giveBack(loan);
       }
     },
     close: () => pool.end(),

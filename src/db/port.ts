@@ -40,6 +40,13 @@ export interface Db extends Queryable {
   close(): Promise<void>;
 }
 
-/** `COPY ... FROM STDIN` / `TO STDOUT` statements are the only COPY forms the port accepts. */
-export const COPY_FROM_STDIN = /^\s*copy\s[\s\S]*\bfrom\s+stdin\b/i;
-export const COPY_TO_STDOUT = /^\s*copy\s[\s\S]*\bto\s+stdout\b/i;
+/**
+ * `COPY ... FROM STDIN` / `TO STDOUT` statements are the only COPY forms the port accepts. The clause
+ * must end the statement (options in parentheses may follow), so text inside a query or a string
+ * literal never matches. Group 1 is the trailing options.
+ */
+export const COPY_FROM_STDIN = /\bfrom\s+stdin\b(\s*(?:with\s*)?\([^()']*\))?\s*;?\s*$/i;
+export const COPY_TO_STDOUT = /\bto\s+stdout\b(\s*(?:with\s*)?\([^()']*\))?\s*;?\s*$/i;
+
+export const isCopyIn = (sql: string): boolean => /^\s*copy\s/i.test(sql) && COPY_FROM_STDIN.test(sql);
+export const isCopyOut = (sql: string): boolean => /^\s*copy\s/i.test(sql) && COPY_TO_STDOUT.test(sql);

@@ -54,6 +54,10 @@ export async function addFacility(db: Db, input: FacilityInput): Promise<NewFaci
     const id = await db.transaction(async (tx) => {
       const dup = await tx.query<{ id: number }>('SELECT id FROM strata.facilities WHERE code = $1', [code]);
       if (dup.rows[0]) throw new StrataError('facility_exists', `facility "${code}" already exists (id ${dup.rows[0].id})`, { exitCode: 65 });
+      const sameRole = await tx.query<{ code: string }>('SELECT code FROM strata.facilities WHERE reader_role = $1', [role]);
+      if (sameRole.rows[0]) {
+        throw new StrataError('role_exists', `facility code "${code}" maps to reader role "${role}", which facility "${sameRole.rows[0].code}" already has; choose another code`, { exitCode: 65 });
+      }
       const roleTaken = await tx.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
       if (roleTaken.rows.length > 0) {
         throw new StrataError(

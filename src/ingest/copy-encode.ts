@@ -16,12 +16,24 @@ const PG_EPOCH_US = 946_684_800_000_000n; // 2000-01-01T00:00:00Z in Unix micros
 const HEADER = Buffer.from('PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0', 'latin1');
 const ROW_BYTES = 2 + (4 + 8) + (4 + 4) + (4 + 4) + (4 + 8);
 
-/** Binary COPY: header, rows, trailer; one allocation per call. */
+// PostgreSQL's timestamptz range is wider, but text encoding here is limited to years 0001–9999.
+const MIN_US = -62_135_596_800_000_000n; // 0001-01-01T00:00:00Z
+const MAX_US = 253_402_300_799_999_999n; // 9999-12-31T23:59:59.999999Z
+
+function check(r: MetricRow, i: number): void {
+  if (!Number.isInteger(r.facilityId) || r.facilityId < -2_147_483_648 || r.facilityId > 2_147_483_647) throw new RangeError(`row ${i}: facilityId ${r.facilityId} is not an int4`);
+  if (!Number.isInteger(r.seriesId) || r.seriesId < -2_147_483_648 || r.seriesId > 2_147_483_647) throw new RangeError(`row ${i}: seriesId ${r.seriesId} is not an int4`);
+  if (r.timeUs < MIN_US || r.timeUs > MAX_US) throw new RangeError(`row ${i}: time ${r.timeUs} µs is outside years 0001–9999`);
+}
+
+/** Binary COPY: header, rows, trailer; one allocation per call. Throws RangeError on a row it cannot encode. */
 export function encodeBinary(rows: readonly MetricRow[]): Buffer {
   const buf = Buffer.allocUnsafe(HEADER.length + rows.length * ROW_BYTES + 2);
   HEADER.copy(buf, 0);
   let o = HEADER.length;
-  for (const r of rows) {
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i]!;
+    check(r, i);
     buf.writeInt16BE(4, o);
     buf.writeInt32BE(8, o + 2);
     buf.writeBigInt64BE(r.timeUs - PG_EPOCH_US, o + 6);
@@ -44,11 +56,20 @@ function textTime(us: bigint): string {
   return `${iso.slice(0, 19)}.${String(frac).padStart(6, '0')}+00`;
 }
 
-/** Text COPY, as psql \copy would send it. */
+function textValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return 'Infinity';
+  if (v === -Infinity) return '-Infinity';
+  return Object.is(v, -0) ? '-0' : String(v);
+}
+
+/** Text COPY, as psql \copy would send it. Throws RangeError on a row it cannot encode. */
 export function encodeText(rows: readonly MetricRow[]): Buffer {
   let s = '';
-  for (const r of rows) {
-    const v = Number.isNaN(r.value) ? 'NaN' : r.value === Infinity ? 'Infinity' : r.value === -Infinity ? '-Infinity' : String(r.value);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i]!;
+    check(r, i);
+    const v = textValue(r.value);
     s += `${textTime(r.timeUs)}\t${r.facilityId}\t${r.seriesId}\t${v}\n`;
   }
   return Buffer.from(s, 'utf8');

@@ -115,8 +115,13 @@ export class Cluster implements ClusterInfo {
     writeFileSync(join(dir, 'pgbouncer.ini'), ini + '\n');
     writeFileSync(join(dir, 'userlist.txt'), `"${SUPERUSER}" "${PASSWORD}"\n`);
     if (user) for (const f of ['pgbouncer.ini', 'userlist.txt']) chownSync(join(dir, f), user.uid, user.gid);
-    await c.startPostgres();
-    await c.startBouncer();
+    try {
+      await c.startPostgres();
+      await c.startBouncer();
+    } catch (err) {
+      await c.destroy();
+      throw err;
+    }
     return c;
   }
 
