@@ -1,5 +1,5 @@
 // Database port over node-postgres: a Pool, and pg-copy-streams for COPY.
-import { Readable, type Writable } from 'node:stream';
+import { Readable, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
@@ -66,8 +66,14 @@ function queryable(use: <T>(fn: (loan: Loan) => Promise<T>) => Promise<T>): Quer
       return use(async (loan) => {
         const stream = loan.c.query(copyTo(sql));
         let bytes = 0;
-        stream.on('data', (chunk: Buffer) => (bytes += chunk.length));
-        await pipeline(stream, sink as Writable).catch((e: unknown) => fail(loan, e, !sqlState(e)));
+        // Counting in the pipeline (not with a second 'data' listener) keeps the sink's backpressure.
+        const count = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            bytes += chunk.length;
+            cb(null, chunk);
+          },
+        });
+        await pipeline(stream, count, sink as Writable).catch((e: unknown) => fail(loan, e, !sqlState(e)));
         return bytes;
       });
     },
