@@ -9,6 +9,7 @@ import { runDev } from './dev.ts';
 import { StrataError, UsageError, errorText } from './errors.ts';
 import { addFacility, listFacilities } from './facilities/registry.ts';
 import { createLogger, type Logger } from './log.ts';
+import { serve } from './serve.ts';
 import { formatStatus, readStatus } from './status.ts';
 
 const HELP = `strata — time-series ingestion and retention for TimescaleDB
@@ -16,7 +17,9 @@ const HELP = `strata — time-series ingestion and retention for TimescaleDB
 usage: strata <command> [options]
 
 commands:
-  dev                               embedded TimescaleDB under ./.strata, migrated; prints its state
+  dev                               embedded TimescaleDB under ./.strata and the gateway on :8086 with
+                                    a demo facility; prints a curl example and a Telegraf snippet
+  serve                             the ingest gateway (STRATA_DATABASE_URL through PgBouncer, STRATA_REGION)
   migrate                           apply the SQL migrations (STRATA_ADMIN_DATABASE_URL)
   status                            show the schema, hypertable and facilities of a database
   facility add <code> --region <r>  register a facility; prints its ingest token and reader login once
@@ -29,7 +32,10 @@ options:
   --version         the version of strata
 
 settings (environment): STRATA_DATABASE_URL, STRATA_ADMIN_DATABASE_URL, STRATA_REGION,
-  STRATA_CHUNK_INTERVAL, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE, STRATA_LOG_LEVEL, STRATA_DEV_DIR
+  STRATA_CHUNK_INTERVAL, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE, STRATA_LOG_LEVEL, STRATA_DEV_DIR,
+  STRATA_LISTEN, STRATA_SPOOL_DIR, STRATA_SPOOL_MAX_BYTES, STRATA_MAX_QUEUE_BYTES, STRATA_MAX_BODY_BYTES,
+  STRATA_BATCH_ROWS, STRATA_BATCH_AGE_MS, STRATA_WRITERS, STRATA_SERIES_LIMIT, STRATA_LEDGER_RETENTION
+  (see README.md for each one's meaning and default)
 `;
 
 export interface Io {
@@ -134,6 +140,9 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
     switch (command) {
       case 'dev':
         await runDev(config, log, io.out);
+        return 0;
+      case 'serve':
+        await serve(config, log, io.out);
         return 0;
       case 'migrate': {
         const r = await withAdminDb(config, 'for strata migrate', log, (db) =>

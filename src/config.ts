@@ -32,6 +32,11 @@ const interval = z
     'must be a positive PostgreSQL interval of whole units, such as "1 hour", "30 minutes" or "1 day"',
   );
 
+const LISTEN = /^(?:([^\s:]+|\[[0-9a-f:]+\]):)?(\d{1,5})$/i;
+
+/** A whole number of at least `min`; environment variables arrive as text. */
+const count = (min: number) => z.coerce.number({ error: 'must be a whole number' }).int('must be a whole number').min(min, `must be at least ${min}`);
+
 const tablespace = z.string().regex(IDENT, 'must be a lowercase PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 characters)');
 
 export const configSchema = z
@@ -44,6 +49,19 @@ export const configSchema = z
     coldTablespace: tablespace.optional(),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
     devDir: z.string().min(1).default('.strata'),
+    listen: z
+      .string()
+      .refine((v) => LISTEN.test(v) && Number(LISTEN.exec(v)![2]) <= 65_535, 'must be [host:]port with a port up to 65535, such as "0.0.0.0:8086" or "8086"')
+      .default('0.0.0.0:8086'),
+    spoolDir: z.string().min(1).optional(),
+    spoolMaxBytes: count(1 << 20).default(8 * 1024 ** 3),
+    maxQueueBytes: count(1 << 20).default(256 * 1024 ** 2),
+    maxBodyBytes: count(1024).default(32 * 1024 ** 2),
+    batchRows: count(1).default(5_000),
+    batchAgeMs: count(1).default(100),
+    writers: count(1).default(4),
+    seriesLimit: count(1).default(100_000),
+    ledgerRetention: interval.default('7 days'),
   })
   .strict();
 
@@ -60,7 +78,23 @@ export const ENV_NAMES: Record<Key, string> = {
   coldTablespace: 'STRATA_COLD_TABLESPACE',
   logLevel: 'STRATA_LOG_LEVEL',
   devDir: 'STRATA_DEV_DIR',
+  listen: 'STRATA_LISTEN',
+  spoolDir: 'STRATA_SPOOL_DIR',
+  spoolMaxBytes: 'STRATA_SPOOL_MAX_BYTES',
+  maxQueueBytes: 'STRATA_MAX_QUEUE_BYTES',
+  maxBodyBytes: 'STRATA_MAX_BODY_BYTES',
+  batchRows: 'STRATA_BATCH_ROWS',
+  batchAgeMs: 'STRATA_BATCH_AGE_MS',
+  writers: 'STRATA_WRITERS',
+  seriesLimit: 'STRATA_SERIES_LIMIT',
+  ledgerRetention: 'STRATA_LEDGER_RETENTION',
 };
+
+/** Host and port of a `listen` setting. */
+export function listenAddress(listen: string): { host: string; port: number } {
+  const m = LISTEN.exec(listen)!;
+  return { host: (m[1] ?? '0.0.0.0').replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+}
 
 const URL_KEYS: ReadonlySet<string> = new Set(['databaseUrl', 'adminDatabaseUrl']);
 

@@ -1,14 +1,59 @@
-// `strata dev`: everything on one machine with no setup. For now: an embedded TimescaleDB (PGlite)
-// under the dev directory, with warm and cold tablespaces, migrated, and its state printed.
+// `strata dev`: everything on one machine with no setup — an embedded TimescaleDB (PGlite) under
+// the dev directory with warm and cold tablespaces, migrated, a demo facility, and the ingest
+// gateway in front of it. Prints a curl example and a Telegraf snippet that work as printed.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Config } from './config.ts';
 import { migrate } from './db/migrate.ts';
 import { openPglite } from './db/pglite.ts';
+import type { Db } from './db/port.ts';
+import { addFacility } from './facilities/registry.ts';
+import { newToken, tokenHash } from './facilities/secrets.ts';
+import { startGateway } from './ingest/gateway.ts';
 import type { Logger } from './log.ts';
+import { gatewayOptions, runGateway } from './serve.ts';
 import { formatStatus, readStatus } from './status.ts';
+
+const DEMO = 'demo';
+
+/** The demo facility's token, kept in the dev directory (mode 0600) so it survives restarts. */
+async function demoToken(db: Db, dir: string, region: string): Promise<string> {
+  const file = join(dir, 'demo-token');
+  const existing = await db.query<{ id: number }>('SELECT id FROM strata.facilities WHERE code = $1', [DEMO]);
+  if (existing.rows.length === 0) {
+    const created = await addFacility(db, { code: DEMO, region, name: 'Demo facility (strata dev)' });
+    writeFileSync(file, created.token + '\n', { mode: 0o600 });
+    return created.token;
+  }
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  // The catalog keeps only a hash: a lost token file means a new token.
+  const token = newToken();
+  await db.query('UPDATE strata.facilities SET token_hash = $1, region = $2 WHERE code = $3', [tokenHash(token), region, DEMO]);
+  writeFileSync(file, token + '\n', { mode: 0o600 });
+  return token;
+}
+
+export function devInstructions(url: string, token: string): string {
+  return [
+    `gateway: ${url}  (health: ${url}/health, metrics: ${url}/metrics)`,
+    '',
+    'send a point:',
+    `  curl -i -XPOST '${url}/api/v2/write?precision=s' -H 'Authorization: Token ${token}' --data-binary 'press,line=3 temp=71.5,running=true'`,
+    '',
+    'Telegraf (outputs.influxdb_v2):',
+    '  [[outputs.influxdb_v2]]',
+    `    urls = ["${url}"]`,
+    `    token = "${token}"`,
+    '    organization = "strata"',
+    '    bucket = "metrics"',
+    '',
+    'stop with Ctrl-C (pending rows are flushed first)',
+  ].join('\n');
+}
 
 export async function runDev(config: Config, log: Logger, out: (text: string) => void): Promise<void> {
   const dir = resolve(config.devDir);
+  mkdirSync(dir, { recursive: true });
   const url = `pglite:${join(dir, 'pgdata')}`;
   out(`strata dev: embedded TimescaleDB in ${dir}`);
   const db = await openPglite(url);
@@ -19,9 +64,15 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
     await db.ensureTablespace(cold);
     const result = await migrate(db, { chunkInterval: config.chunkInterval, warmTablespace: warm, coldTablespace: cold, logger: log });
     out(result.applied.length ? `applied ${result.applied.length} migrations` : 'schema up to date');
+    const region = config.region ?? 'local';
+    const token = await demoToken(db, dir, region);
     out(formatStatus(await readStatus(db)));
-    out(`\ninspect it later with: STRATA_ADMIN_DATABASE_URL=${url} npx strata status`);
-  } finally {
-    await db.close();
+    const gateway = await startGateway(db, log, { ...gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region), replayIntervalMs: 1_000 });
+    out('');
+    out(devInstructions(gateway.url, token));
+    await runGateway(db, gateway, log);
+  } catch (err) {
+    await db.close().catch(() => {});
+    throw err;
   }
 }

@@ -26,11 +26,19 @@ function check(r: MetricRow, i: number): void {
   if (r.timeUs < MIN_US || r.timeUs > MAX_US) throw new RangeError(`row ${i}: time ${r.timeUs} µs is outside years 0001–9999`);
 }
 
-/** Binary COPY: header, rows, trailer; one allocation per call. Throws RangeError on a row it cannot encode. */
-export function encodeBinary(rows: readonly MetricRow[]): Buffer {
-  const buf = Buffer.allocUnsafe(HEADER.length + rows.length * ROW_BYTES + 2);
-  HEADER.copy(buf, 0);
-  let o = HEADER.length;
+/** The binary COPY file header and trailer that frame encoded tuples. */
+export const BINARY_HEADER: Buffer = HEADER;
+export const BINARY_TRAILER: Buffer = Buffer.from([0xff, 0xff]);
+
+/** Binary COPY tuples only (no header or trailer), so several requests' rows can share one COPY. */
+export function encodeTuples(rows: readonly MetricRow[]): Buffer {
+  const buf = Buffer.allocUnsafe(rows.length * ROW_BYTES);
+  writeTuples(rows, buf, 0);
+  return buf;
+}
+
+function writeTuples(rows: readonly MetricRow[], buf: Buffer, start: number): number {
+  let o = start;
   for (let i = 0; i < rows.length; i++) {
     const r = rows[i]!;
     check(r, i);
@@ -45,6 +53,17 @@ export function encodeBinary(rows: readonly MetricRow[]): Buffer {
     buf.writeDoubleBE(r.value, o + 34);
     o += ROW_BYTES;
   }
+  return o;
+}
+
+/** Bytes of one encoded binary tuple. */
+export const TUPLE_BYTES = ROW_BYTES;
+
+/** Binary COPY: header, rows, trailer; one allocation per call. Throws RangeError on a row it cannot encode. */
+export function encodeBinary(rows: readonly MetricRow[]): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER.length + rows.length * ROW_BYTES + 2);
+  HEADER.copy(buf, 0);
+  const o = writeTuples(rows, buf, HEADER.length);
   buf.writeInt16BE(-1, o);
   return buf;
 }

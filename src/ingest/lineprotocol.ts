@@ -184,7 +184,10 @@ function decodeLines(body: Uint8Array): { lines: string[]; invalid: Set<number> 
   }
 }
 
-export function parseLineProtocol(body: Uint8Array | string, precision: Precision = 'ns'): ParseResult {
+/** Lines longer than this are rejected by default (1 MiB); a body may hold many lines up to its own limit. */
+export const MAX_LINE_CHARS = 1 << 20;
+
+export function parseLineProtocol(body: Uint8Array | string, precision: Precision = 'ns', maxLineChars = MAX_LINE_CHARS): ParseResult {
   const { lines, invalid } = typeof body === 'string' ? { lines: splitLines(body), invalid: new Set<number>() } : decodeLines(body);
   const points: ParsedPoint[] = [];
   const errors: LineError[] = [];
@@ -196,6 +199,10 @@ export function parseLineProtocol(body: Uint8Array | string, precision: Precisio
       continue;
     }
     const text = lines[n]!;
+    if (text.length > maxLineChars) {
+      errors.push({ line, reason: `line is ${text.length} characters long; the limit is ${maxLineChars}` });
+      continue;
+    }
     const trimmed = text.trimStart();
     if (trimmed === '' || trimmed.startsWith('#')) continue;
     try {

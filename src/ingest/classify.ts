@@ -1,0 +1,36 @@
+// One classifier maps a database error to what the writer does with the batch (DESIGN §8.2).
+//   retry  transient: the same batch may succeed later (connection lost, server restarting,
+//          read-only after a failover, serialization failure, deadlock) — back off and retry,
+//          then spool.
+//   data   the rows themselves are refused (classes 22 data exception, 23 integrity violation):
+//          only the offending request's rows are rejected.
+//   fatal  anything else (missing table, permission denied, syntax): retrying cannot help and the
+//          rows are not at fault, so the request fails with 500 and the collector keeps its data.
+//          Unknown SQLSTATEs are fatal rather than retried so a misconfiguration surfaces at once
+//          instead of filling the spool.
+import { StrataError, sqlState } from '../errors.ts';
+
+export type ErrorClass = 'retry' | 'data' | 'fatal';
+
+const RETRY_STATES = new Set(['57P01', '57P02', '57P03', '25006', '40001', '40P01', '53300', '55P03']);
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+const NETWORK_TEXT = /connection terminated|connection (was )?closed|server closed the connection|timeout exceeded|query read timeout|not queryable|client has encountered a connection error/i;
+
+export function classify(err: unknown): ErrorClass {
+  const state = sqlState(err);
+  if (state) {
+    if (state.startsWith('08') || RETRY_STATES.has(state)) return 'retry';
+    if (state.startsWith('22') || state.startsWith('23')) return 'data';
+    return 'fatal';
+  }
+  if (err instanceof StrataError && err.code === 'db_connect') return 'retry';
+  const e = err as { code?: unknown; message?: unknown } | null;
+  if (typeof e?.code === 'string' && NETWORK_CODES.has(e.code)) return 'retry';
+  if (typeof e?.message === 'string' && NETWORK_TEXT.test(e.message)) return 'retry';
+  return 'fatal';
+}
+
+/** Exponential backoff with full jitter: a random delay in [0, min(cap, base·2^attempt)). */
+export function backoffMs(attempt: number, baseMs = 50, capMs = 2_000, random: () => number = Math.random): number {
+  return Math.floor(random() * Math.min(capMs, baseMs * 2 ** attempt));
+}

@@ -1,0 +1,124 @@
+// `strata serve`: wires the receiver, facility directory, series catalog, batchers, writer, spool
+// and replayer over one database port, and shuts them down in order (SIGTERM: stop accepting,
+// flush, spool what cannot be committed, exit 0).
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import type { Db } from '../db/port.ts';
+import { StrataError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { FacilityDirectory } from './auth.ts';
+import { Ingestor } from './ingestor.ts';
+import { createIngestMetrics, type IngestMetrics } from './metrics.ts';
+import { Replayer } from './replayer.ts';
+import { SeriesCatalog } from './series.ts';
+import { createReceiver } from './server.ts';
+import { Spool } from './spool.ts';
+import { Writer } from './writer.ts';
+
+export interface GatewayOptions {
+  region: string;
+  host: string;
+  port: number;
+  spoolDir: string;
+  spoolMaxBytes: number;
+  maxQueueBytes: number;
+  maxBodyBytes: number;
+  batchRows: number;
+  batchAgeMs: number;
+  seriesLimit: number;
+  ledgerRetention: string;
+  /** Attempts per batch before it is spooled; default 5. */
+  maxAttempts?: number;
+  attemptTimeoutMs?: number;
+  replayIntervalMs?: number;
+  defaultMetrics?: boolean;
+}
+
+export interface Gateway {
+  readonly url: string;
+  readonly metrics: IngestMetrics;
+  readonly spool: Spool;
+  readonly writer: Writer;
+  readonly replayer: Replayer;
+  readonly ingestor: Ingestor;
+  /** Stop accepting, flush every batcher, spool what the database cannot take, close. */
+  stop(): Promise<void>;
+}
+
+function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new StrataError('listen', `cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}`, { cause: err })),
+    );
+    server.listen(port, host, () => resolve(server.address() as AddressInfo));
+  });
+}
+
+export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Promise<Gateway> {
+  const metrics = createIngestMetrics({ defaults: o.defaultMetrics ?? true });
+  const spool = await Spool.open({ dir: o.spoolDir, maxBytes: o.spoolMaxBytes, logger: log.child({ component: 'spool' }) });
+  const directory = new FacilityDirectory(db, o.region, log);
+  try {
+    await directory.start();
+  } catch (err) {
+    await spool.close();
+    throw new StrataError('gateway_start', `cannot load facilities from ${db.target}: ${String((err as Error).message ?? err)}`, { cause: err });
+  }
+  const series = new SeriesCatalog(db, o.seriesLimit, log);
+  const writer = new Writer(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 5, attemptTimeoutMs: o.attemptTimeoutMs ?? 30_000 }, (id) => directory.codeOf(id));
+  const ingestor = new Ingestor(series, writer, spool, metrics, log, o);
+  const replayer = new Replayer(db, spool, writer, metrics, log, {
+    intervalMs: o.replayIntervalMs ?? 1_000,
+    ledgerRetention: o.ledgerRetention,
+    pruneEveryMs: 10 * 60_000,
+    rejectDir: join(o.spoolDir, 'rejected'),
+  });
+  const server = createReceiver(directory, ingestor, metrics, log, {
+      maxBodyBytes: o.maxBodyBytes,
+      async notReady() {
+        if (spool.wouldOverflow(1)) return `the spool is full (${spool.bytes} of ${o.spoolMaxBytes} bytes)`;
+        try {
+          await db.query('SELECT 1');
+          return null;
+        } catch (err) {
+          return `the database is unreachable: ${(err as Error).message}`;
+        }
+      },
+  });
+  const address = await listen(server, o.host, o.port).catch(async (err) => {
+    directory.stop();
+    await spool.close();
+    throw err;
+  });
+  replayer.start();
+  if (!spool.empty) log.info('spool holds batches from an earlier run; replaying', { bytes: spool.bytes });
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  log.info('gateway listening', { url: `http://${host}:${address.port}`, region: o.region, facilities: directory.size });
+
+  let stopping: Promise<void> | null = null;
+  return {
+    url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`,
+    metrics,
+    spool,
+    writer,
+    replayer,
+    ingestor,
+    stop() {
+      stopping ??= (async () => {
+        log.info('gateway stopping: flushing batches');
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        await ingestor.drain();
+        // Requests in flight now have their answers; give their sockets a moment, then close them.
+        await Promise.race([closed, new Promise((r) => setTimeout(r, 2_000))]);
+        server.closeAllConnections();
+        directory.stop();
+        await replayer.stop();
+        await spool.close();
+        log.info('gateway stopped', { spooledBytes: spool.bytes });
+      })();
+      return stopping;
+    },
+  };
+}

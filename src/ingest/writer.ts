@@ -1,0 +1,173 @@
+// The COPY writer: one transaction per batch = ledger row + binary COPY (exactly-once, DESIGN §2).
+// Retryable failures (classify.ts) are retried with backoff and jitter; when the retry budget is
+// spent the batch goes to the disk spool and the database is marked down, so later batches spool
+// at once until the replayer sees it back. A data error splits the batch into one transaction per
+// request, so only the offending request's rows are rejected (DESIGN §8.3).
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Db } from '../db/port.ts';
+import { errorText } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Batch, Part } from './batcher.ts';
+import { backoffMs, classify } from './classify.ts';
+import { BINARY_HEADER, BINARY_TRAILER, METRICS_COPY_BINARY } from './copy-encode.ts';
+import type { IngestMetrics } from './metrics.ts';
+import { SpoolFullError, type Spool } from './spool.ts';
+import type { SpoolRecord } from './types.ts';
+
+export interface WriterOptions {
+  /** Attempts per batch before it is spooled (retryable errors only). */
+  maxAttempts: number;
+  /** One attempt's deadline; past it the outcome is unknown and the batch is retried (the ledger dedups). */
+  attemptTimeoutMs: number;
+}
+
+type Outcome = 'committed' | 'duplicate';
+
+const LEDGER = 'INSERT INTO strata.ingest_ledger (batch_id, facility_id, row_count) VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id';
+
+/** A stable id for part `i` of batch `id` (used when a data error splits a batch). */
+export function partId(id: string, i: number): string {
+  const h = createHash('sha256').update(`${id}/${i}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+export class Writer {
+  /** True after a batch exhausted its retries; cleared by markUp() once the database answers again. */
+  down = false;
+
+  constructor(
+    private readonly db: Db,
+    private readonly spool: Spool,
+    private readonly metrics: IngestMetrics,
+    private readonly log: Logger,
+    private readonly opts: WriterOptions,
+    private readonly facilityCode: (id: number) => string,
+  ) {}
+
+  markUp(): void {
+    this.down = false;
+  }
+
+  /** One transaction: the ledger row, then the rows; 'duplicate' when the ledger already has the id. */
+  async commit(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[]): Promise<Outcome> {
+    const started = performance.now();
+    const attempt = this.db.transaction(async (tx) => {
+      const r = await tx.query(LEDGER, [id, facilityId, rowCount]);
+      if (r.rowCount === 0) return 'duplicate' as const;
+      const copied = await tx.copyIn(METRICS_COPY_BINARY, [BINARY_HEADER, ...chunks, BINARY_TRAILER]);
+      if (copied !== rowCount) throw new Error(`COPY reported ${copied} rows for a batch of ${rowCount}`);
+      return 'committed' as const;
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(Object.assign(new Error(`batch ${id}: no answer within ${this.opts.attemptTimeoutMs} ms`), { code: 'ETIMEDOUT' })), this.opts.attemptTimeoutMs);
+    });
+    try {
+      const outcome = await Promise.race([attempt, deadline]);
+      this.metrics.copySeconds.observe((performance.now() - started) / 1000);
+      if (outcome === 'duplicate') this.metrics.duplicatesAvoided.inc();
+      else {
+        this.metrics.rowsCommitted.inc({ facility: this.facilityCode(facilityId) }, rowCount);
+        this.metrics.bytesCommitted.inc(chunks.reduce((n, c) => n + c.length, 0));
+      }
+      return outcome;
+    } finally {
+      clearTimeout(timer);
+      attempt.catch(() => {}); // a timed-out attempt may still fail later; its outcome is settled by the ledger
+    }
+  }
+
+  /** Commit with retries; resolves with the outcome or rejects with the last error and its class. */
+  private async commitWithRetry(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[], stage: 'write' | 'replay') {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.commit(id, facilityId, rowCount, chunks);
+      } catch (err) {
+        const cls = classify(err);
+        this.metrics.errors.inc({ stage });
+        if (cls !== 'retry' || attempt + 1 >= this.opts.maxAttempts) throw Object.assign(new Error(errorText(err)), { cls, cause: err });
+        this.metrics.retries.inc({ stage });
+        this.log.debug('batch attempt failed; retrying', { batchId: id, attempt: attempt + 1, error: err });
+        await sleep(backoffMs(attempt));
+      }
+    }
+  }
+
+  /** Writes a batch and settles every part: committed, spooled, or rejected with a status. */
+  async write(batch: Batch): Promise<void> {
+    this.metrics.batchRows.observe(batch.rowCount);
+    if (this.down) return this.toSpool(batch.id, batch.facilityId, batch.parts);
+    try {
+      const outcome = await this.commitWithRetry(batch.id, batch.facilityId, batch.rowCount, batch.parts.map((p) => p.rows), 'write');
+      this.metrics.batches.inc({ outcome });
+      for (const p of batch.parts) p.done({ ok: true, via: 'db' });
+    } catch (err) {
+      const cls = (err as { cls?: string }).cls;
+      if (cls === 'retry') {
+        if (!this.down) this.log.warn('database unreachable; spooling batches until it is back', { error: err });
+        this.down = true;
+        return this.toSpool(batch.id, batch.facilityId, batch.parts);
+      }
+      if (cls === 'data' && batch.parts.length > 1) return this.writeSeparately(batch);
+      this.settleFailed(batch.parts, cls, err);
+    }
+  }
+
+  /** After a data error: each request in its own transaction, so only the offending ones fail. */
+  private async writeSeparately(batch: Batch): Promise<void> {
+    await Promise.all(
+      batch.parts.map(async (p, i) => {
+        const id = partId(batch.id, i);
+        try {
+          const outcome = await this.commitWithRetry(id, batch.facilityId, p.rowCount, [p.rows], 'write');
+          this.metrics.batches.inc({ outcome });
+          p.done({ ok: true, via: 'db' });
+        } catch (err) {
+          if ((err as { cls?: string }).cls === 'retry') return this.toSpool(id, batch.facilityId, [p]);
+          this.settleFailed([p], (err as { cls?: string }).cls, err);
+        }
+      }),
+    );
+  }
+
+  private settleFailed(parts: Part[], cls: string | undefined, err: unknown): void {
+    const data = cls === 'data';
+    this.metrics.batches.inc({ outcome: data ? 'rejected' : 'failed' });
+    if (!data) this.log.error('batch failed with a permanent database error', { error: err });
+    for (const p of parts) {
+      this.metrics.rowsRejected.inc({ reason: data ? 'database_rejected' : 'database_error' }, p.rowCount);
+      p.done(data ? { ok: false, status: 400, message: `the database rejected the rows: ${errorText(err)}` } : { ok: false, status: 500, message: `database error: ${errorText(err)}` });
+    }
+  }
+
+  private async toSpool(id: string, facilityId: number, parts: Part[]): Promise<void> {
+    const rowCount = parts.reduce((n, p) => n + p.rowCount, 0);
+    const record: SpoolRecord = { batchId: id, facilityId, rowCount, rows: Buffer.concat(parts.map((p) => p.rows)), spooledAt: Date.now() };
+    try {
+      await this.spool.append([record]);
+      this.metrics.batches.inc({ outcome: 'spooled' });
+      this.metrics.rowsSpooled.inc(rowCount);
+      for (const p of parts) p.done({ ok: true, via: 'spool' });
+    } catch (err) {
+      this.metrics.errors.inc({ stage: 'spool' });
+      const full = err instanceof SpoolFullError;
+      if (!full) this.log.error('cannot write to the spool', { error: err });
+      for (const p of parts) p.done({ ok: false, status: 503, message: full ? 'the database is unreachable and the spool is full; retry later' : `the database is unreachable and the spool failed: ${errorText(err)}` });
+    }
+  }
+
+  /** Replays one spooled batch (the ledger makes a repeat harmless); throws on failure so replay stops. */
+  async replay(record: SpoolRecord): Promise<void> {
+    try {
+      await this.commitWithRetry(record.batchId, record.facilityId, record.rowCount, [record.rows], 'replay');
+    } catch (err) {
+      if ((err as { cls?: string }).cls === 'data') {
+        // Acknowledged rows the database now refuses: keep them for an operator instead of blocking the spool.
+        this.log.error('spooled batch rejected by the database; kept in the spool rejects', { batchId: record.batchId, error: err });
+        throw Object.assign(new Error(errorText(err)), { rejectRecord: true });
+      }
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,64 @@
+// `strata serve` (and the gateway half of `strata dev`): gateway options from configuration, and a
+// run that ends cleanly on SIGTERM or SIGINT.
+import { join, resolve } from 'node:path';
+import { listenAddress, requireSetting, type Config } from './config.ts';
+import { openDb } from './db/open.ts';
+import type { Db } from './db/port.ts';
+import { startGateway, type Gateway, type GatewayOptions } from './ingest/gateway.ts';
+import type { Logger } from './log.ts';
+
+export function gatewayOptions(config: Config, region: string): GatewayOptions {
+  const { host, port } = listenAddress(config.listen);
+  return {
+    region,
+    host,
+    port,
+    spoolDir: resolve(config.spoolDir ?? join(config.devDir, 'spool')),
+    spoolMaxBytes: config.spoolMaxBytes,
+    maxQueueBytes: config.maxQueueBytes,
+    maxBodyBytes: config.maxBodyBytes,
+    batchRows: config.batchRows,
+    batchAgeMs: config.batchAgeMs,
+    seriesLimit: config.seriesLimit,
+    ledgerRetention: config.ledgerRetention,
+  };
+}
+
+/** Resolves once a termination signal arrived (and its handlers are removed again). */
+export function untilSignal(log: Logger): Promise<string> {
+  return new Promise((resolveSignal) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      log.info('signal received', { signal: sig });
+      resolveSignal(sig);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}
+
+/** Runs the gateway until a signal, then flushes and closes. */
+export async function runGateway(db: Db, gateway: Gateway, log: Logger): Promise<void> {
+  await untilSignal(log);
+  try {
+    await gateway.stop();
+  } finally {
+    await db.close().catch((err) => log.warn('closing the database failed', { error: err }));
+  }
+}
+
+export async function serve(config: Config, log: Logger, out: (text: string) => void): Promise<void> {
+  const url = requireSetting(config, 'databaseUrl', 'for strata serve (the gateway writes through PgBouncer)');
+  const region = requireSetting(config, 'region', 'for strata serve (the gateway accepts only facilities of its region)');
+  const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway' });
+  let gateway: Gateway;
+  try {
+    gateway = await startGateway(db, log, gatewayOptions(config, region));
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+  out(`strata serve: region ${region}, listening on ${gateway.url}, writing to ${db.target}`);
+  await runGateway(db, gateway, log);
+}
