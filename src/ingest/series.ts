@@ -44,9 +44,9 @@ ins AS (
   SELECT $1, m, f, t FROM input
   ON CONFLICT (facility_id, measurement, field, tags) DO NOTHING
   RETURNING id, measurement, field, tags)
-SELECT id, measurement, field, tags FROM ins
+SELECT id, measurement, field, tags, true AS created FROM ins
 UNION ALL
-SELECT s.id, s.measurement, s.field, s.tags FROM strata.series s JOIN input i
+SELECT s.id, s.measurement, s.field, s.tags, false FROM strata.series s JOIN input i
   ON s.facility_id = $1 AND s.measurement = i.m AND s.field = i.f AND s.tags = i.t`;
 
 export class SeriesCatalog {
@@ -107,9 +107,9 @@ export class SeriesCatalog {
       for (const [s] of [...missing].slice(room)) refused.add(s);
       if (wanted.length > 0) {
         const args = [facilityId, wanted.map(([, k]) => k.measurement), wanted.map(([, k]) => k.field), wanted.map(([, k]) => tagsJson(k.tags))];
-        const r = await this.db.query<Row>(CREATE, args);
-        for (const row of r.rows) if (!f.ids.has(rowKey(row))) f.ids.set(rowKey(row), row.id);
-        created = wanted.filter(([s]) => f.ids.has(s)).length;
+        const r = await this.db.query<Row & { created: boolean }>(CREATE, args);
+        for (const row of r.rows) f.ids.set(rowKey(row), row.id);
+        created = r.rows.filter((row) => row.created).length;
         const lost = wanted.filter(([s]) => !f.ids.has(s));
         if (lost.length > 0) {
           // Created by another gateway after this statement's snapshot: visible to a new statement.
