@@ -1,0 +1,142 @@
+// Bad input gets its documented status and a message naming what was wrong and where; the rest of
+// the request's data is written intact and nothing else is disturbed.
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDb } from '../../src/db/open.ts';
+import type { Db } from '../../src/db/port.ts';
+import type { Gateway } from '../../src/ingest/gateway.ts';
+import { cluster, createDatabase, type TestDatabase } from '../support/databases.ts';
+import { count, facility, gateway, plainSchema, post } from '../support/gateway.ts';
+
+let t: TestDatabase;
+let admin: Db;
+let db: Db;
+let gw: Gateway;
+let fac: { id: number; token: string };
+const LIMIT = 12 << 20;
+
+beforeAll(async () => {
+  t = await createDatabase(cluster().adminUrl(), 'strata_bad');
+  admin = await openDb(t.url);
+  await plainSchema(admin);
+  fac = await facility(admin, 'plant');
+  db = await openDb(cluster().bouncerUrl(t.name), { max: 4 });
+  gw = await gateway(db, { maxBodyBytes: LIMIT, seriesLimit: 20 });
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await db?.close();
+  await admin?.close();
+  await t?.drop();
+});
+
+const write = (body: string | Uint8Array, headers: Record<string, string> = {}, path = '/api/v2/write?precision=s') =>
+  post(gw.url, path, body, { Authorization: `Token ${fac.token}`, ...headers });
+const rows = (measurement: string) => count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = '${measurement}')`);
+
+describe('bad input', () => {
+  it('writes the good lines of a request with malformed ones and names each rejected line', async () => {
+    const body = ['ok1 v=1 1700000000', 'no_fields', 'ok1 v=2 1700000001', 'bad,tag v=1', '', '# comment', 'ok1 v=x 1700000002', 'ok1 v=3 1700000003 junk', 'ok1 v=4 1700000004'].join('\n');
+    const r = await write(body);
+    expect(r.status).toBe(400);
+    expect(r.body.written).toBe(3);
+    expect(r.body.rejected).toEqual([
+      { line: 2, reason: 'missing fields' },
+      { line: 4, reason: 'tag "tag" has no value' },
+      { line: 7, reason: 'field "v": invalid field value "x"' },
+      { line: 8, reason: 'unexpected text after the timestamp: "junk"' },
+    ]);
+    expect(r.body.message).toMatch(/^partial write: 4 line\(s\) with errors, 3 row\(s\) written; first: line 2: missing fields/);
+    expect(await rows('ok1')).toBe(3);
+  });
+
+  it('rejects invalid UTF-8 per line', async () => {
+    const body = Buffer.concat([Buffer.from('utf v=1 1700000000\nutf,t='), Buffer.from([0xc3, 0x28]), Buffer.from(' v=2 1700000001\nutf v=3 1700000002\n')]);
+    const r = await write(body);
+    expect(r.status).toBe(400);
+    expect(r.body.rejected).toEqual([{ line: 2, reason: 'invalid UTF-8' }]);
+    expect(await rows('utf')).toBe(2);
+  });
+
+  it('rejects string fields per field and keeps the line’s numeric fields', async () => {
+    const r = await write('strf,a=b name="pump \\"7\\"",temp=3.5 1700000000\n');
+    expect(r.status).toBe(400);
+    expect(r.body.rejected).toEqual([{ line: 1, reason: 'field "name": string values are not accepted (only numbers and booleans)' }]);
+    expect(await rows('strf')).toBe(1);
+  });
+
+  it('rejects timestamps outside the representable range', async () => {
+    const r = await write('range v=1 9223372036854775\nrange v=2 1700000000\nrange v=3 -9300000000\n');
+    expect(r.status).toBe(400);
+    expect(r.body.rejected).toEqual([
+      { line: 1, reason: 'timestamp 9223372036854775 (precision s) is out of range (years 1677–2262)' },
+      { line: 3, reason: 'timestamp -9300000000 (precision s) is out of range (years 1677–2262)' },
+    ]);
+    expect(await rows('range')).toBe(1);
+    const json = await post(gw.url, '/v1/metrics', JSON.stringify({ metrics: [{ name: 'range', fields: { v: 4 }, time: 1e17 }, { name: 'range', fields: { v: 5 }, time: 'yesterday' }] }), { Authorization: `Token ${fac.token}` });
+    expect(json.status).toBe(400);
+    expect(json.body.rejected).toEqual([
+      { index: 0, reason: 'metrics[0].time: time 100000000000000000 is out of range (years 1677–2262)' },
+      { index: 1, reason: 'metrics[1].time: time "yesterday" is not an RFC 3339 timestamp such as "2026-11-21T10:00:00Z"' },
+    ]);
+  });
+
+  it('rejects a 10 MB line with its number and writes the lines around it', async () => {
+    const big = `huge v=1,pad=${'9'.repeat(10 * 1024 * 1024)}`;
+    const r = await write(`long v=1 1700000000\n${big}\nlong v=2 1700000001\n`);
+    expect(r.status).toBe(400);
+    expect(r.body.rejected).toEqual([{ line: 2, reason: `line is ${big.length} characters long; the limit is 1048576` }]);
+    expect(await rows('long')).toBe(2);
+    expect(await rows('huge')).toBe(0);
+  });
+
+  it('answers 413 above the body limit, plain or once decompressed, and writes nothing', async () => {
+    const body = 'over v=1 1700000000\n'.repeat(Math.ceil((LIMIT + 10) / 20));
+    const plain = await write(body);
+    expect(plain.status).toBe(413);
+    expect(plain.body.message).toMatch(/exceeds the limit of 12582912 bytes; split the batch/);
+    const bomb = await write(gzipSync(body), { 'Content-Encoding': 'gzip' });
+    expect(bomb.status).toBe(413);
+    expect(bomb.body.message).toMatch(/decompressed body exceeds the limit/);
+    expect(await rows('over')).toBe(0);
+  });
+
+  it('answers 400 to a truncated or corrupt gzip body and 415 to an unknown encoding', async () => {
+    const gz = gzipSync('trunc v=1 1700000000\n'.repeat(1000));
+    const truncated = await write(gz.subarray(0, gz.length - 20), { 'Content-Encoding': 'gzip' });
+    expect(truncated.status).toBe(400);
+    expect(truncated.body.message).toMatch(/gzip body is corrupt or truncated/);
+    const garbage = await write(Buffer.from('not gzip at all'), { 'Content-Encoding': 'gzip' });
+    expect(garbage.status).toBe(400);
+    const br = await write('x v=1', { 'Content-Encoding': 'br' });
+    expect(br).toMatchObject({ status: 415, body: { message: 'Content-Encoding "br" is not supported; send gzip or identity' } });
+    expect(await rows('trunc')).toBe(0);
+  });
+
+  it('rejects an unknown precision and malformed JSON with the reason', async () => {
+    const p = await write('m v=1', {}, '/api/v2/write?precision=h');
+    expect(p).toMatchObject({ status: 400, body: { message: 'precision=h is not supported; use one of ns, us, ms, s' } });
+    const j = await post(gw.url, '/v1/metrics', '{"metrics": [', { Authorization: `Token ${fac.token}` });
+    expect(j.status).toBe(400);
+    expect(j.body.message).toMatch(/^body is not valid UTF-8 JSON/);
+    const shape = await post(gw.url, '/v1/metrics', '{"points": []}', { Authorization: `Token ${fac.token}` });
+    expect(shape.status).toBe(400);
+    expect(shape.body.message).toMatch(/body\.metrics: /);
+  });
+
+  it('stops a facility at its series limit with a clear reason and keeps its existing series writable', async () => {
+    const before = Number((await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.series WHERE facility_id = $1', [fac.id])).rows[0]!.n);
+    const room = 20 - before;
+    expect(room).toBeGreaterThan(2);
+    const lines = Array.from({ length: room + 5 }, (_, i) => `card,sensor=s${i} v=${i} 1700000000`);
+    const r = await write(lines.join('\n'));
+    expect(r.status).toBe(400);
+    expect(r.body.written).toBe(room);
+    const rejected = r.body.rejected as { line: number; reason: string }[];
+    expect(rejected.map((x) => x.line)).toEqual([room + 1, room + 2, room + 3, room + 4, room + 5]);
+    expect(rejected[0]!.reason).toBe('series limit of 20 reached for facility plant: new series card.v not created');
+    expect((await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.series WHERE facility_id = $1', [fac.id])).rows[0]!.n).toBe(20);
+    expect((await write('card,sensor=s0 v=100 1700000100')).status).toBe(204);
+  });
+});

@@ -1,0 +1,114 @@
+// The writer's guarantees through PgBouncer: a data error rejects only the offending request, a
+// repeated batch id is written once, the queue bound answers 429, and old ledger rows are pruned.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDb } from '../../src/db/open.ts';
+import type { Db } from '../../src/db/port.ts';
+import { encodeTuples } from '../../src/ingest/copy-encode.ts';
+import type { Gateway } from '../../src/ingest/gateway.ts';
+import { cluster, createDatabase, type TestDatabase } from '../support/databases.ts';
+import { count, facility, gateway, plainSchema, post } from '../support/gateway.ts';
+
+let t: TestDatabase;
+let admin: Db;
+let db: Db;
+let fac: { id: number; token: string };
+const gateways: Gateway[] = [];
+
+beforeAll(async () => {
+  t = await createDatabase(cluster().adminUrl(), 'strata_writer');
+  admin = await openDb(t.url);
+  await plainSchema(admin);
+  await admin.exec('ALTER TABLE strata.metrics ADD CONSTRAINT value_sane CHECK (value < 1e300)');
+  fac = await facility(admin, 'mill');
+  db = await openDb(cluster().bouncerUrl(t.name), { max: 6 });
+});
+
+afterAll(async () => {
+  for (const g of gateways) await g.stop();
+  await db?.close();
+  await admin?.close();
+  await t?.drop();
+});
+
+async function start(o: Parameters<typeof gateway>[1]) {
+  const g = await gateway(db, o);
+  gateways.push(g);
+  return g;
+}
+
+const metric = async (g: Gateway, name: string) => {
+  const m = (await g.metrics.registry.getSingleMetric(name)?.get())?.values ?? [];
+  return m.reduce((n, v) => n + v.value, 0);
+};
+
+describe('COPY writer', () => {
+  it('rejects only the request whose rows the database refuses, even when batched with others', async () => {
+    const g = await start({ batchAgeMs: 300, batchRows: 100_000 });
+    const auth = { Authorization: `Token ${fac.token}` };
+    const [good1, bad, good2] = await Promise.all([
+      post(g.url, '/api/v2/write?precision=s', 'iso,k=a v=1 1700000000\niso,k=a v=2 1700000001\n', auth),
+      post(g.url, '/api/v2/write?precision=s', 'iso,k=b v=1e301 1700000000\niso,k=b v=5 1700000001\n', auth),
+      post(g.url, '/api/v2/write?precision=s', 'iso,k=c v=3 1700000000\n', auth),
+    ]);
+    expect(good1.status).toBe(204);
+    expect(good2.status).toBe(204);
+    expect(bad.status).toBe(400);
+    expect(bad.body.message).toMatch(/^the database rejected the rows: new row for relation "metrics" violates check constraint "value_sane"/);
+    const r = await admin.query<{ k: string; n: number }>(
+      `SELECT s.tags->>'k' AS k, count(*)::int AS n FROM strata.metrics m JOIN strata.series s ON s.id = m.series_id WHERE s.measurement = 'iso' GROUP BY 1 ORDER BY 1`,
+    );
+    expect(r.rows).toEqual([{ k: 'a', n: 2 }, { k: 'c', n: 1 }]);
+    expect(await metric(g, 'strata_ingest_batches_total')).toBeGreaterThanOrEqual(3);
+  });
+
+  it('writes a batch id once: a second delivery is found in the ledger and counted as a duplicate', async () => {
+    const g = await start({});
+    const series = await admin.query<{ id: number }>(`INSERT INTO strata.series (facility_id, measurement, field) VALUES ($1, 'dup', 'v') RETURNING id`, [fac.id]);
+    const rows = encodeTuples([0, 1, 2].map((i) => ({ timeUs: 1_700_000_000_000_000n + BigInt(i), facilityId: fac.id, seriesId: series.rows[0]!.id, value: i })));
+    const record = { batchId: randomUUID(), facilityId: fac.id, rowCount: 3, rows, spooledAt: Date.now() };
+    await g.writer.replay(record);
+    await g.writer.replay(record);
+    expect(await count(admin, `series_id = ${series.rows[0]!.id}`)).toBe(3);
+    expect(await metric(g, 'strata_ingest_duplicates_avoided_total')).toBe(1);
+    const ledger = await admin.query('SELECT row_count FROM strata.ingest_ledger WHERE batch_id = $1', [record.batchId]);
+    expect(ledger.rows).toEqual([{ row_count: 3 }]);
+  });
+
+  it('answers 429 with Retry-After when the queue is full, and still commits what it accepted', async () => {
+    const g = await start({ maxQueueBytes: 64 * 1024, batchAgeMs: 5 });
+    const auth = { Authorization: `Token ${fac.token}` };
+    const body = (tag: string) => Array.from({ length: 1_000 }, (_, i) => `bp,r=${tag} v=${i} ${1_700_000_000 + i}`).join('\n');
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const lock = admin.transaction(async (tx) => {
+      await tx.query('LOCK TABLE strata.metrics IN ACCESS EXCLUSIVE MODE');
+      locked();
+      await held;
+    });
+    await isLocked;
+    const first = post(g.url, '/api/v2/write?precision=s', body('one'), auth); // ~42 KB encoded: waits on the lock
+    await new Promise((r) => setTimeout(r, 300));
+    const second = await post(g.url, '/api/v2/write?precision=s', body('two'), auth);
+    expect(second.status).toBe(429);
+    expect(second.headers.get('retry-after')).toBe('1');
+    expect(second.body.message).toMatch(/the gateway's queue is full/);
+    release();
+    await lock;
+    expect((await first).status).toBe(204);
+    expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'bp' AND tags->>'r' = 'one')`)).toBe(1_000);
+    expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'bp' AND tags->>'r' = 'two')`)).toBe(0);
+  });
+
+  it('prunes ledger rows older than the retention and keeps recent ones', async () => {
+    const g = await start({ ledgerRetention: '2 days' });
+    const old = randomUUID();
+    const recent = randomUUID();
+    await admin.query(`INSERT INTO strata.ingest_ledger (batch_id, facility_id, row_count, committed_at) VALUES ($1, $3, 1, now() - interval '3 days'), ($2, $3, 1, now() - interval '1 day')`, [old, recent, fac.id]);
+    expect(await g.replayer.prune()).toBeGreaterThanOrEqual(1);
+    const left = await admin.query<{ batch_id: string }>('SELECT batch_id FROM strata.ingest_ledger WHERE batch_id IN ($1, $2)', [old, recent]);
+    expect(left.rows).toEqual([{ batch_id: recent }]);
+  });
+});
