@@ -60,6 +60,8 @@ export const configSchema = z
     batchRows: count(1).default(5_000),
     batchAgeMs: count(1).default(100),
     writers: count(1).default(4),
+    writeTimeoutMs: count(100).default(1_500),
+    writeAttempts: count(1).default(3),
     seriesLimit: count(1).default(100_000),
     ledgerRetention: interval.default('7 days'),
   })
@@ -86,6 +88,8 @@ export const ENV_NAMES: Record<Key, string> = {
   batchRows: 'STRATA_BATCH_ROWS',
   batchAgeMs: 'STRATA_BATCH_AGE_MS',
   writers: 'STRATA_WRITERS',
+  writeTimeoutMs: 'STRATA_WRITE_TIMEOUT_MS',
+  writeAttempts: 'STRATA_WRITE_ATTEMPTS',
   seriesLimit: 'STRATA_SERIES_LIMIT',
   ledgerRetention: 'STRATA_LEDGER_RETENTION',
 };

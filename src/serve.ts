@@ -21,6 +21,8 @@ export function gatewayOptions(config: Config, region: string): GatewayOptions {
     batchAgeMs: config.batchAgeMs,
     seriesLimit: config.seriesLimit,
     ledgerRetention: config.ledgerRetention,
+    attemptTimeoutMs: config.writeTimeoutMs,
+    maxAttempts: config.writeAttempts,
   };
 }
 
@@ -51,7 +53,7 @@ export async function runGateway(db: Db, gateway: Gateway, log: Logger): Promise
 export async function serve(config: Config, log: Logger, out: (text: string) => void): Promise<void> {
   const url = requireSetting(config, 'databaseUrl', 'for strata serve (the gateway writes through PgBouncer)');
   const region = requireSetting(config, 'region', 'for strata serve (the gateway accepts only facilities of its region)');
-  const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway' });
+  const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: config.writeTimeoutMs });
   let gateway: Gateway;
   try {
     gateway = await startGateway(db, log, gatewayOptions(config, region));

@@ -211,3 +211,27 @@ describe('node-postgres port connection failures', () => {
     expect(err.message).not.toContain('very-secret-pw');
   });
 });
+
+describe('node-postgres port, connection lost while a client is checked out', () => {
+  it('fails the next statement of the transaction instead of crashing the process, and the pool recovers', async () => {
+    const t = await createDatabase(cluster().adminUrl(), 'strata_lost');
+    const db = await openDb(t.url, { max: 1 });
+    const admin = await openDb(t.url, { max: 1 });
+    try {
+      const err = await db
+        .transaction(async (tx) => {
+          const pid = (await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+          await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+          await new Promise((r) => setTimeout(r, 200)); // the client sees the connection end while idle in the transaction
+          await tx.query('SELECT 1');
+        })
+        .catch((e: unknown) => e);
+      expect(String(err)).toMatch(/terminat|not queryable|connection/i);
+      expect((await db.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await db.close();
+      await admin.close();
+      await t.drop();
+    }
+  });
+});

@@ -20,6 +20,12 @@ export interface PgOptions {
   max?: number;
   applicationName?: string;
   logger?: Logger;
+  /**
+   * Client-side deadline of each statement (COPY included). PgBouncer holds queries while its server
+   * is down, so without one a caller would wait for PgBouncer's query_wait_timeout. A timed-out
+   * connection is destroyed, never reused.
+   */
+  queryTimeoutMs?: number;
 }
 
 const ROLLBACK_TIMEOUT_MS = 5_000;
@@ -92,19 +98,36 @@ export function openPg(opts: PgOptions): Db {
     application_name: opts.applicationName ?? 'strata',
     types,
     connectionTimeoutMillis: 10_000,
+    ...(opts.queryTimeoutMs ? { query_timeout: opts.queryTimeoutMs } : {}),
     keepAlive: true,
   });
   // An idle client whose server went away must not crash the process.
   pool.on('error', (err) => opts.logger?.warn('idle database connection lost', { target, error: err }));
 
+  // A checked-out client whose connection drops between queries emits 'error' on itself; without a
+  // listener that would crash the process. The loan is marked broken and the next query fails.
+  const listeners = new WeakMap<Loan, (err: Error) => void>();
   const borrow = async (): Promise<Loan> => {
+    let c: pg.PoolClient;
     try {
-      return { c: await pool.connect(), broken: null };
+      c = await pool.connect();
     } catch (err) {
       throw connectError(target, err);
     }
+    const loan: Loan = { c, broken: null };
+    const onError = (err: Error) => {
+      loan.broken ??= err;
+      opts.logger?.warn('database connection lost', { target, error: err });
+    };
+    c.on('error', onError);
+    listeners.set(loan, onError);
+    return loan;
   };
-  const giveBack = (loan: Loan) => loan.c.release(loan.broken ?? undefined);
+  const giveBack = (loan: Loan) => {
+    const onError = listeners.get(loan);
+    if (onError) loan.c.off('error', onError);
+    loan.c.release(loan.broken ?? undefined);
+  };
 
   const base = queryable(async (fn) => {
     const loan = await borrow();

@@ -47,9 +47,14 @@ export class FacilityDirectory {
 
   /** Loads every facility; keeps refreshing in the background until stop(). */
   async start(): Promise<void> {
-    await this.refresh();
     this.timer = setInterval(() => this.refresh().catch((err) => this.log.warn('facility refresh failed', { error: err })), this.opts.refreshMs ?? 30_000);
     this.timer.unref();
+    await this.refresh();
+  }
+
+  /** Whether the facilities were loaded at least once. */
+  get loaded(): boolean {
+    return this.loadedAt > 0;
   }
 
   stop(): void {

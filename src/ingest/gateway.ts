@@ -5,9 +5,10 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Db } from '../db/port.ts';
-import { StrataError } from '../errors.ts';
+import { StrataError, errorText } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { FacilityDirectory } from './auth.ts';
+import { classify } from './classify.ts';
 import { Ingestor } from './ingestor.ts';
 import { createIngestMetrics, type IngestMetrics } from './metrics.ts';
 import { Replayer } from './replayer.ts';
@@ -28,7 +29,7 @@ export interface GatewayOptions {
   batchAgeMs: number;
   seriesLimit: number;
   ledgerRetention: string;
-  /** Attempts per batch before it is spooled; default 5. */
+  /** Attempts per batch before it is spooled; default 3. */
   maxAttempts?: number;
   attemptTimeoutMs?: number;
   replayIntervalMs?: number;
@@ -62,11 +63,17 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
   try {
     await directory.start();
   } catch (err) {
-    await spool.close();
-    throw new StrataError('gateway_start', `cannot load facilities from ${db.target}: ${String((err as Error).message ?? err)}`, { cause: err });
+    if (classify(err) !== 'retry') {
+      directory.stop();
+      await spool.close();
+      throw new StrataError('gateway_start', `cannot load facilities from ${db.target}: ${errorText(err)}`, { cause: err });
+    }
+    // Restarting during an outage: listen anyway, so the spool replays and known tokens work once
+    // the database answers; until then writes get 503 and /ready says why.
+    log.warn('database unreachable at start; facilities will load when it answers', { error: err });
   }
   const series = new SeriesCatalog(db, o.seriesLimit, log);
-  const writer = new Writer(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 5, attemptTimeoutMs: o.attemptTimeoutMs ?? 30_000 }, (id) => directory.codeOf(id));
+  const writer = new Writer(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 3, attemptTimeoutMs: o.attemptTimeoutMs ?? 1_500 }, (id) => directory.codeOf(id));
   const ingestor = new Ingestor(series, writer, spool, metrics, log, o);
   const replayer = new Replayer(db, spool, writer, metrics, log, {
     intervalMs: o.replayIntervalMs ?? 1_000,
@@ -78,6 +85,7 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
       maxBodyBytes: o.maxBodyBytes,
       async notReady() {
         if (spool.wouldOverflow(1)) return `the spool is full (${spool.bytes} of ${o.spoolMaxBytes} bytes)`;
+        if (!directory.loaded) return 'facilities not loaded yet: the database has not answered since start';
         try {
           await db.query('SELECT 1');
           return null;

@@ -102,6 +102,17 @@ describe('COPY writer', () => {
     expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'bp' AND tags->>'r' = 'two')`)).toBe(0);
   });
 
+  it('refuses to start on a database without the Strata schema, naming the problem', async () => {
+    const empty = await createDatabase(cluster().adminUrl(), 'strata_empty');
+    const edb = await openDb(cluster().bouncerUrl(empty.name), { max: 2 });
+    try {
+      await expect(gateway(edb, {})).rejects.toThrow(/cannot load facilities from .*relation "strata.facilities" does not exist/);
+    } finally {
+      await edb.close();
+      await empty.drop();
+    }
+  });
+
   it('prunes ledger rows older than the retention and keeps recent ones', async () => {
     const g = await start({ ledgerRetention: '2 days' });
     const old = randomUUID();

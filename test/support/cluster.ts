@@ -105,6 +105,7 @@ export class Cluster implements ClusterInfo {
       'auth_type = scram-sha-256',
       `auth_file = ${dir}/userlist.txt`,
       'pool_mode = transaction',
+      'server_login_retry = 1',
       'max_client_conn = 500',
       'default_pool_size = 20',
       'ignore_startup_parameters = extra_float_digits,options',
