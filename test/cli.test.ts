@@ -99,19 +99,4 @@ describe('strata command line', () => {
     expect(status.out).toContain('compression:  segmentby facility_id, series_id; orderby time');
     expect(status.out).toContain('facilities:   1, series: 0');
   });
-
-  it('strata dev creates, migrates and describes an embedded TimescaleDB, and reuses it', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'strata-dev-'));
-    const env = { STRATA_DEV_DIR: dir, STRATA_LOG_LEVEL: 'warn' };
-    const first = await strata(['dev'], env);
-    expect(first.code).toBe(0);
-    expect(first.out).toContain(`embedded TimescaleDB in ${dir}`);
-    expect(first.out).toContain('applied 4 migrations');
-    expect(first.out).toMatch(/timescaledb: +2\.\d+/);
-    expect(first.out).toContain('hypertable:   strata.metrics, chunk interval 01:00:00, 0 chunks');
-    expect(first.out).toContain('tablespaces:  cold_data, warm_data');
-    const second = await strata(['dev'], env);
-    expect(second.code).toBe(0);
-    expect(second.out).toContain('schema up to date');
-  });
 });

@@ -108,3 +108,12 @@ describe('line protocol: rejected lines', () => {
     }
   });
 });
+
+describe('line length limit', () => {
+  it('rejects an over-long line by number and parses its neighbours', async () => {
+    const { parseLineProtocol } = await import('../src/ingest/lineprotocol.ts');
+    const r = parseLineProtocol(`a v=1\nb v=${'1'.repeat(100)}\nc v=3\n`, 'ns', 50);
+    expect(r.errors).toEqual([{ line: 2, reason: 'line is 104 characters long; the limit is 50' }]);
+    expect(r.points.map((p) => p.measurement)).toEqual(['a', 'c']);
+  });
+});

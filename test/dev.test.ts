@@ -1,0 +1,83 @@
+// `strata dev` as a user runs it: a child process that prints a curl example and a Telegraf snippet
+// that work as printed, flushes pending rows on SIGTERM, exits 0, and reuses its directory.
+import { exec, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { openPglite } from '../src/db/pglite.ts';
+import { freePort } from './support/cluster.ts';
+
+const bin = join(import.meta.dirname, '../bin/strata.js');
+
+function startDev(env: NodeJS.ProcessEnv): { child: ChildProcess; output: () => string; ready: Promise<string>; exit: Promise<number | null> } {
+  const child = spawn(process.execPath, [bin, 'dev'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const ready = new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('stop with Ctrl-C')) resolve(out);
+    });
+    void exit.then((code) => reject(new Error(`strata dev exited with ${code}\n${out}\n${err}`)));
+  });
+  return { child, output: () => out, ready, exit };
+}
+
+describe('strata dev', () => {
+  it('runs the gateway on an embedded TimescaleDB; the printed curl and Telegraf settings work; SIGTERM flushes and exits 0', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strata-dev-'));
+    const port = await freePort();
+    // A long batch age: rows are still pending when SIGTERM arrives, so the flush on shutdown is what commits them.
+    const env = { STRATA_DEV_DIR: dir, STRATA_LISTEN: `127.0.0.1:${port}`, STRATA_LOG_LEVEL: 'warn', STRATA_BATCH_AGE_MS: '60000' };
+    const first = startDev(env);
+    const out = await first.ready;
+    expect(out).toContain(`embedded TimescaleDB in ${dir}`);
+    expect(out).toContain('applied 5 migrations');
+    expect(out).toMatch(/timescaledb: +2\.\d+/);
+    expect(out).toContain('tablespaces:  cold_data, warm_data');
+    expect(out).toContain('facilities:   1, series: 0');
+
+    const curl = /^\s*(curl .*)$/m.exec(out)![1]!;
+    const curlDone = promisify(exec)(`${curl} -s -o /dev/null -w '%{http_code}'`);
+    // The Telegraf snippet, sent the way outputs.influxdb_v2 sends it (gzip, Token auth, org and bucket).
+    const url = /urls = \["(.+)"\]/.exec(out)![1]!;
+    const token = /token = "(.+)"/.exec(out)![1]!;
+    const telegraf = fetch(`${url}/api/v2/write?bucket=metrics&org=strata`, {
+      method: 'POST',
+      headers: { Authorization: `Token ${token}`, 'Content-Encoding': 'gzip', 'Content-Type': 'text/plain; charset=utf-8', 'User-Agent': 'Telegraf/1.32.0' },
+      body: gzipSync('cpu,cpu=cpu-total,host=plc7 usage_idle=97.5,usage_user=1.25 1763719200000000000\n'),
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    first.child.kill('SIGTERM');
+    expect((await curlDone).stdout).toBe('204');
+    expect((await telegraf).status).toBe(204);
+    expect(await first.exit).toBe(0);
+
+    const db = await openPglite(`pglite:${join(dir, 'pgdata')}`);
+    try {
+      const r = await db.query<{ measurement: string; field: string; value: number }>(
+        'SELECT s.measurement, s.field, m.value FROM strata.metrics m JOIN strata.series s ON s.id = m.series_id ORDER BY 1, 2',
+      );
+      expect(r.rows).toEqual([
+        { measurement: 'cpu', field: 'usage_idle', value: 97.5 },
+        { measurement: 'cpu', field: 'usage_user', value: 1.25 },
+        { measurement: 'press', field: 'running', value: 1 },
+        { measurement: 'press', field: 'temp', value: 71.5 },
+      ]);
+    } finally {
+      await db.close();
+    }
+
+    const second = startDev({ ...env, STRATA_BATCH_AGE_MS: '50' });
+    const again = await second.ready;
+    expect(again).toContain('schema up to date');
+    expect(again).toContain(`Token ${token}`); // the demo token survives a restart
+    second.child.kill('SIGINT');
+    expect(await second.exit).toBe(0);
+  }, 180_000);
+});
