@@ -7,7 +7,7 @@ import { classify } from './classify.ts';
 import { TUPLE_BYTES, encodeTuples, type MetricRow } from './copy-encode.ts';
 import type { LineError, ParseResult } from './lineprotocol.ts';
 import type { IngestMetrics } from './metrics.ts';
-import { seriesKey, type SeriesCatalog, type SeriesKey } from './series.ts';
+import { pointKey, type SeriesCatalog, type SeriesKey } from './series.ts';
 import type { Spool } from './spool.ts';
 import type { Facility } from './types.ts';
 import type { Writer } from './writer.ts';
@@ -69,10 +69,15 @@ export class Ingestor {
 
   async accept(facility: Facility, parsed: ParseResult, receiveNs: bigint): Promise<AcceptResult> {
     const rejected = [...parsed.errors, ...parsed.fieldErrors];
-    const keys: SeriesKey[] = [];
-    for (const p of parsed.points) for (const f of p.fields) keys.push({ measurement: p.measurement, field: f.key, tags: p.tags });
-    let ids: (number | null)[] | null = this.series.cached(facility.id, keys.map(seriesKey));
+    const strings: string[] = [];
+    for (const p of parsed.points) {
+      const prefix = pointKey(p.measurement, p.tags);
+      for (const f of p.fields) strings.push(prefix + f.key);
+    }
+    let ids: (number | null)[] | null = this.series.cached(facility.id, strings);
     if (!ids) {
+      const keys: SeriesKey[] = [];
+      for (const p of parsed.points) for (const f of p.fields) keys.push({ measurement: p.measurement, field: f.key, tags: p.tags });
       try {
         const r = await this.series.resolve(facility.id, keys);
         ids = r.ids;

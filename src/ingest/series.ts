@@ -28,8 +28,13 @@ interface FacilitySeries {
 
 const byKey = (a: readonly [string, string], b: readonly [string, string]) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
+/** The part of a series key shared by every field of one point (computed once per point). */
+export function pointKey(measurement: string, tags: SeriesKey['tags']): string {
+  return `${measurement}\u0000${JSON.stringify(tags)}\u0000`;
+}
+
 export function seriesKey(k: SeriesKey): string {
-  return `${k.measurement}\u0000${k.field}\u0000${JSON.stringify(k.tags)}`;
+  return pointKey(k.measurement, k.tags) + k.field;
 }
 
 const tagsJson = (tags: SeriesKey['tags']) => JSON.stringify(Object.fromEntries(tags));

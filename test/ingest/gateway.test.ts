@@ -32,6 +32,7 @@ afterAll(async () => {
   await t?.drop();
 });
 
+const metric = async (g: Gateway, name: string) => ((await g.metrics.registry.getSingleMetric(name)?.get())?.values ?? []).reduce((n, v) => n + v.value, 0);
 const auth = (code: string) => ({ Authorization: `Token ${tokens[code]!.token}` });
 
 /** Lines of one collector, with the rows they should produce (`key` → `µs=value`). */
@@ -133,6 +134,27 @@ describe('ingest gateway through PgBouncer', () => {
     expect(abroad.status).toBe(403);
     expect(abroad.body.message).toMatch(/facility abroad belongs to region other-region; this gateway serves region test-1/);
     expect(await count(admin, `facility_id = ${tokens.abroad!.id}`)).toBe(0);
+  });
+
+  it('needs no more than the strata_ingest role: a gateway logged in as a member of it writes and prunes', async () => {
+    const login = `gw_login_${t.name.slice(-8)}`;
+    await admin.exec(`CREATE ROLE ${login} LOGIN PASSWORD 'gw-pw' IN ROLE strata_ingest`);
+    const url = new URL(t.url);
+    url.username = login;
+    url.password = 'gw-pw';
+    const db = await openDb(url.toString(), { max: 3 });
+    const g = await gateway(db);
+    try {
+      const r = await post(g.url, '/api/v2/write?precision=s', 'least_privilege,site=a v=1 1700000000\n', auth('south'));
+      expect(r.status).toBe(204);
+      expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'least_privilege')`)).toBe(1);
+      expect(await g.replayer.prune()).toBe(0);
+      expect(await metric(g, 'strata_ingest_errors_total')).toBe(0);
+    } finally {
+      await g.stop();
+      await db.close();
+      await admin.exec(`DROP OWNED BY ${login}; DROP ROLE ${login}`);
+    }
   });
 
   it('serves health, readiness and Prometheus metrics', async () => {
