@@ -5,7 +5,7 @@
 // Committed rows are counted in the database; the gateway's CPU and peak RSS come from /proc.
 //
 //   npx tsx bench/ingest-gateway.ts --url postgres://postgres@127.0.0.1:5432/postgres [--rows 1000000]
-//       [--facilities 10] [--clients 20] [--sweep 1000:20:2,5000:50:4,...] [--gzip true]
+//       [--facilities 10] [--clients 20] [--sweep 1000:20:2,5000:50:4,...] [--gzip true] [--node-args "--cpu-prof"]
 //
 // The URL is a superuser connection (trust or password) to a TimescaleDB server; a scratch database is
 // created and dropped. PgBouncer (/usr/sbin/pgbouncer) is started on a free port in front of it.
@@ -33,6 +33,7 @@ const { values } = parseArgs({
     sweep: { type: 'string', default: '1000:20:2,5000:20:2,5000:100:4,20000:100:4,5000:100:8' },
     gzip: { type: 'string', default: 'true' },
     out: { type: 'string', default: 'bench/results' },
+    'node-args': { type: 'string', default: '' }, // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the gateway
   },
 });
 if (!values.url) {
@@ -94,7 +95,8 @@ function procStat(pid: number): { cpuSeconds: number; peakRssMiB: number } {
 
 async function gatewayRun(cfg: (typeof sweep)[number], round: number, tokens: string[]): Promise<GatewayRun> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const child = spawn(process.execPath, [join(import.meta.dirname, '../bin/strata.js'), 'serve'], {
+  const nodeArgs = values['node-args'].split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, join(import.meta.dirname, '../bin/strata.js'), 'serve'], {
     env: {
       ...process.env,
       STRATA_DATABASE_URL: bouncer.url(scratch),

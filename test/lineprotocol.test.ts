@@ -117,3 +117,31 @@ describe('line length limit', () => {
     expect(r.points.map((p) => p.measurement)).toEqual(['a', 'c']);
   });
 });
+
+describe('fast path', () => {
+  it('agrees with the full parser on every line, valid or not (random lines from a hostile alphabet)', async () => {
+    const { parseLineProtocol } = await import('../src/ingest/lineprotocol.ts');
+    const alphabet = ['a', 'b', 'x', '=', '=', ',', ',', ' ', ' ', '1', '2', '.', 'e', '-', 'i', 'u', 't', 'T', '\\', '"', '#', '9', '0'];
+    let seed = 42;
+    const random = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const lines: string[] = [];
+    for (let n = 0; n < 20_000; n++) {
+      // Most start from a valid line and get up to three edits; the rest are random.
+      let l = random() < 0.7 ? `m,t=a,u=b v=1,w=2i,x=t ${Math.floor(random() * 1e9)}` : '';
+      const edits = Math.floor(random() * 4);
+      for (let k = 0; k < edits; k++) {
+        const at = Math.floor(random() * (l.length + 1));
+        const ch = alphabet[Math.floor(random() * alphabet.length)]!;
+        l = random() < 0.7 ? l.slice(0, at) + ch + l.slice(at) : l.slice(0, at) + l.slice(at + 1);
+      }
+      lines.push(l);
+    }
+    const body = lines.join('\n');
+    for (const precision of ['ns', 's'] as const) {
+      const fast = parseLineProtocol(body, precision, 1 << 20, true);
+      const full = parseLineProtocol(body, precision, 1 << 20, false);
+      expect(fast).toEqual(full);
+      expect(fast.points.length).toBeGreaterThan(2_000); // the comparison covers accepted lines too
+    }
+  });
+});
