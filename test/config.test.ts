@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, requireSetting } from '../src/config.ts';
+import { listenAddress, loadConfig, requireSetting } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
 
 function problems(fn: () => unknown): string[] {
@@ -25,7 +25,22 @@ function file(content: string): string {
 
 describe('configuration', () => {
   it('has defaults for everything but the connections and region', () => {
-    expect(loadConfig({ env: {} })).toEqual({ chunkInterval: '1 hour', logLevel: 'info', devDir: '.strata' });
+    expect(loadConfig({ env: {} })).toEqual({
+      chunkInterval: '1 hour',
+      logLevel: 'info',
+      devDir: '.strata',
+      listen: '0.0.0.0:8086',
+      spoolMaxBytes: 8 * 1024 ** 3,
+      maxQueueBytes: 256 * 1024 ** 2,
+      maxBodyBytes: 32 * 1024 ** 2,
+      batchRows: 5_000,
+      batchAgeMs: 100,
+      writers: 4,
+      writeTimeoutMs: 1_500,
+      writeAttempts: 3,
+      seriesLimit: 100_000,
+      ledgerRetention: '7 days',
+    });
   });
 
   it('reads STRATA_* variables', () => {
@@ -39,9 +54,33 @@ describe('configuration', () => {
         STRATA_COLD_TABLESPACE: 'cold_data',
         STRATA_LOG_LEVEL: 'debug',
         STRATA_DEV_DIR: '/tmp/x',
+        STRATA_LISTEN: '127.0.0.1:9000',
+        STRATA_SPOOL_DIR: '/var/lib/strata/spool',
+        STRATA_SPOOL_MAX_BYTES: '2147483648',
+        STRATA_MAX_QUEUE_BYTES: '67108864',
+        STRATA_MAX_BODY_BYTES: '1048576',
+        STRATA_BATCH_ROWS: '20000',
+        STRATA_BATCH_AGE_MS: '50',
+        STRATA_WRITERS: '8',
+        STRATA_WRITE_TIMEOUT_MS: '3000',
+        STRATA_WRITE_ATTEMPTS: '5',
+        STRATA_SERIES_LIMIT: '500',
+        STRATA_LEDGER_RETENTION: '2 days',
       },
     });
     expect(c).toEqual({
+      listen: '127.0.0.1:9000',
+      spoolDir: '/var/lib/strata/spool',
+      spoolMaxBytes: 2_147_483_648,
+      maxQueueBytes: 67_108_864,
+      maxBodyBytes: 1_048_576,
+      batchRows: 20_000,
+      batchAgeMs: 50,
+      writers: 8,
+      writeTimeoutMs: 3_000,
+      writeAttempts: 5,
+      seriesLimit: 500,
+      ledgerRetention: '2 days',
       databaseUrl: 'postgres://gw:pw@bouncer:6432/metrics',
       adminDatabaseUrl: 'postgresql://admin@primary/metrics',
       region: 'eu-west-1',
@@ -51,6 +90,29 @@ describe('configuration', () => {
       logLevel: 'debug',
       devDir: '/tmp/x',
     });
+  });
+
+  it('names each bad gateway setting with its reason', () => {
+    const err = (() => {
+      try {
+        loadConfig({ env: { STRATA_LISTEN: 'localhost:99999', STRATA_BATCH_ROWS: 'lots', STRATA_WRITERS: '0', STRATA_MAX_BODY_BYTES: '1.5', STRATA_LEDGER_RETENTION: 'forever' } });
+      } catch (e) {
+        return e as ConfigError;
+      }
+      throw new Error('expected a ConfigError');
+    })();
+    expect(err.problems).toEqual(
+      expect.arrayContaining([
+        'STRATA_LISTEN="localhost:99999": must be [host:]port with a port up to 65535, such as "0.0.0.0:8086" or "8086"',
+        'STRATA_BATCH_ROWS="lots": must be a whole number',
+        'STRATA_WRITERS="0": must be at least 1',
+        'STRATA_MAX_BODY_BYTES="1.5": must be a whole number',
+        expect.stringMatching(/^STRATA_LEDGER_RETENTION="forever": must be a positive PostgreSQL interval/),
+      ]),
+    );
+    expect(err.problems).toHaveLength(5);
+    expect(listenAddress('8086')).toEqual({ host: '0.0.0.0', port: 8086 });
+    expect(listenAddress('[::1]:9000')).toEqual({ host: '::1', port: 9000 });
   });
 
   it('takes a JSON file, with environment variables overriding it', () => {

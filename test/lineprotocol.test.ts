@@ -70,6 +70,8 @@ const bad: [string, string, string][] = [
   ['field without value', 'm v=', 'field "v" has no value'],
   ['field without equals', 'm v', 'field "v" has no value'],
   ['invalid field value', 'm v=abc', 'field "v": invalid field value "abc"'],
+  ['a field value naming an Object property', 'm v=toString', 'field "v": invalid field value "toString"'],
+  ['another Object property', 'm v=__proto__', 'field "v": invalid field value "__proto__"'],
   ['integer overflow', 'm v=9223372036854775808i', 'field "v": integer 9223372036854775808i out of the int64 range'],
   ['negative unsigned', 'm v=-1u', 'field "v": invalid field value "-1u"'],
   ['unterminated string', 'm v="abc', 'field "v": unterminated string'],

@@ -3,9 +3,13 @@
 import type { IncomingMessage } from 'node:http';
 import { createGunzip } from 'node:zlib';
 
-export type BodyResult = { ok: true; body: Buffer; rawBytes: number } | { ok: false; status: 400 | 413 | 415; message: string };
+export type BodyResult = { ok: true; body: Buffer; rawBytes: number } | { ok: false; status: 400 | 413 | 415 | 429; message: string };
 
-export function readBody(req: IncomingMessage, maxBytes: number): Promise<BodyResult> {
+/**
+ * `take(n)` asks the gateway's memory budget for `n` more bytes as (decompressed) chunks arrive; when
+ * it refuses, reading stops with 429, so gzip bodies cannot grow past the budget either.
+ */
+export function readBody(req: IncomingMessage, maxBytes: number, take: (bytes: number) => boolean = () => true): Promise<BodyResult> {
   const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
   if (encoding !== 'gzip' && encoding !== 'identity') {
     return Promise.resolve({ ok: false, status: 415, message: `Content-Encoding "${encoding}" is not supported; send gzip or identity` });
@@ -43,11 +47,14 @@ export function readBody(req: IncomingMessage, maxBytes: number): Promise<BodyRe
       gunzip.on('data', (c: Buffer) => {
         size += c.length;
         if (size > maxBytes) finish({ ok: false, status: 413, message: `decompressed body exceeds the limit of ${maxBytes} bytes; split the batch` });
+        else if (!take(c.length)) finish({ ok: false, status: 429, message: "the gateway's queue is full; retry later" });
         else chunks.push(c);
       });
     } else {
       req.on('data', (c: Buffer) => {
-        if (!settled) chunks.push(c);
+        if (settled) return;
+        if (!take(c.length)) finish({ ok: false, status: 429, message: "the gateway's queue is full; retry later" });
+        else chunks.push(c);
       });
     }
     source.on('end', () => finish({ ok: true, body: Buffer.concat(chunks), rawBytes: raw }));

@@ -63,19 +63,26 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
     const pressure = ingestor.pressure(receivingBytes + Math.min(declared, opts.maxBodyBytes));
     if (pressure) return fail(res, pressure.status, pressure.message, {}, { 'Retry-After': String(pressure.retryAfter) });
 
-    const reserved = Math.min(declared, opts.maxBodyBytes);
-    receivingBytes += reserved;
+    // Bodies count against the queue budget as they arrive (after gunzip) until they are parsed.
+    let held = 0;
+    const take = (n: number) => {
+      if (ingestor.pressure(receivingBytes + n)) return false;
+      receivingBytes += n;
+      held += n;
+      return true;
+    };
     let parsed: ParseResult | { error: string };
     try {
-      const body = await readBody(req, opts.maxBodyBytes);
+      const body = await readBody(req, opts.maxBodyBytes, take);
       if (!body.ok) {
         metrics.errors.inc({ stage: 'receive' });
-        return fail(res, body.status, body.message, {}, body.status === 413 ? { Connection: 'close' } : {});
+        const headers: Record<string, string> = body.status === 413 ? { Connection: 'close' } : body.status === 429 ? { 'Retry-After': '1', Connection: 'close' } : {};
+        return fail(res, body.status, body.message, {}, headers);
       }
       metrics.bytesReceived.inc(body.rawBytes);
       parsed = endpoint === 'json' ? parseJsonMetrics(body.body) : parseLineProtocol(body.body, precision, opts.maxLineChars);
     } finally {
-      receivingBytes -= reserved;
+      receivingBytes -= held;
     }
     if ('error' in parsed) {
       metrics.errors.inc({ stage: 'parse' });

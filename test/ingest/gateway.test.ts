@@ -16,7 +16,7 @@ beforeAll(async () => {
   t = await createDatabase(cluster().adminUrl(), 'strata_gw');
   admin = await openDb(t.url);
   await plainSchema(admin);
-  for (const code of ['north', 'south', 'east']) tokens[code] = await facility(admin, code);
+  for (const code of ['north', 'south', 'east', 'west']) tokens[code] = await facility(admin, code);
   tokens.abroad = await facility(admin, 'abroad', 'other-region');
   const bouncer = new URL(cluster().bouncerUrl(t.name));
   const db = await openDb(bouncer.toString(), { max: 6 });
@@ -145,7 +145,7 @@ describe('ingest gateway through PgBouncer', () => {
     const db = await openDb(url.toString(), { max: 3 });
     const g = await gateway(db);
     try {
-      const r = await post(g.url, '/api/v2/write?precision=s', 'least_privilege,site=a v=1 1700000000\n', auth('south'));
+      const r = await post(g.url, '/api/v2/write?precision=s', 'least_privilege,site=a v=1 1700000000\n', auth('west'));
       expect(r.status).toBe(204);
       expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'least_privilege')`)).toBe(1);
       expect(await g.replayer.prune()).toBe(0);

@@ -1,6 +1,7 @@
 // The writer's guarantees through PgBouncer: a data error rejects only the offending request, a
 // repeated batch id is written once, the queue bound answers 429, and old ledger rows are pruned.
 import { randomUUID } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb } from '../../src/db/open.ts';
 import type { Db } from '../../src/db/port.ts';
@@ -100,6 +101,19 @@ describe('COPY writer', () => {
     expect((await first).status).toBe(204);
     expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'bp' AND tags->>'r' = 'one')`)).toBe(1_000);
     expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'bp' AND tags->>'r' = 'two')`)).toBe(0);
+  });
+
+  it('counts gzip bodies against the memory budget as they expand: 429 instead of unbounded growth', async () => {
+    const g = await start({ maxQueueBytes: 1 << 20 });
+    const text = Array.from({ length: 100_000 }, (_, i) => `bomb v=${i} ${1_700_000_000 + i}`).join('\n'); // ~2.9 MB, gzips to ~300 KB
+    const body = gzipSync(text);
+    expect(body.length).toBeLessThan(1 << 20);
+    const r = await post(g.url, '/api/v2/write?precision=s', body, { Authorization: `Token ${fac.token}`, 'Content-Encoding': 'gzip' });
+    expect(r.status).toBe(429);
+    expect(r.headers.get('retry-after')).toBe('1');
+    expect(r.body.message).toBe("the gateway's queue is full; retry later");
+    expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'bomb')`)).toBe(0);
+    expect((await post(g.url, '/api/v2/write?precision=s', 'bomb v=1 1700000000', { Authorization: `Token ${fac.token}` })).status).toBe(204);
   });
 
   it('refuses to start on a database without the Strata schema, naming the problem', async () => {
