@@ -11,7 +11,7 @@ import { addFacility } from './facilities/registry.ts';
 import { newToken, tokenHash } from './facilities/secrets.ts';
 import { startGateway } from './ingest/gateway.ts';
 import type { Logger } from './log.ts';
-import { gatewayOptions, runGateway } from './serve.ts';
+import { gatewayOptions, runGateway, untilSignal } from './serve.ts';
 import { formatStatus, readStatus } from './status.ts';
 
 const DEMO = 'demo';
@@ -67,10 +67,11 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
     const region = config.region ?? 'local';
     const token = await demoToken(db, dir, region);
     out(formatStatus(await readStatus(db)));
+    const signal = untilSignal(log);
     const gateway = await startGateway(db, log, { ...gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region), replayIntervalMs: 1_000 });
     out('');
     out(devInstructions(gateway.url, token));
-    await runGateway(db, gateway, log);
+    await runGateway(db, gateway, log, signal);
   } catch (err) {
     await db.close().catch(() => {});
     throw err;

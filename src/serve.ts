@@ -40,9 +40,12 @@ export function untilSignal(log: Logger): Promise<string> {
   });
 }
 
-/** Runs the gateway until a signal, then flushes and closes. */
-export async function runGateway(db: Db, gateway: Gateway, log: Logger): Promise<void> {
-  await untilSignal(log);
+/**
+ * Runs the gateway until `signal` (from untilSignal(), taken before the gateway announces itself, so
+ * a signal sent right after the announcement is never missed), then flushes and closes.
+ */
+export async function runGateway(db: Db, gateway: Gateway, log: Logger, signal: Promise<string>): Promise<void> {
+  await signal;
   try {
     await gateway.stop();
   } finally {
@@ -53,6 +56,7 @@ export async function runGateway(db: Db, gateway: Gateway, log: Logger): Promise
 export async function serve(config: Config, log: Logger, out: (text: string) => void): Promise<void> {
   const url = requireSetting(config, 'databaseUrl', 'for strata serve (the gateway writes through PgBouncer)');
   const region = requireSetting(config, 'region', 'for strata serve (the gateway accepts only facilities of its region)');
+  const signal = untilSignal(log);
   const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: config.writeTimeoutMs });
   let gateway: Gateway;
   try {
@@ -62,5 +66,5 @@ export async function serve(config: Config, log: Logger, out: (text: string) => 
     throw err;
   }
   out(`strata serve: region ${region}, listening on ${gateway.url}, writing to ${db.target}`);
-  await runGateway(db, gateway, log);
+  await runGateway(db, gateway, log, signal);
 }

@@ -12,12 +12,13 @@ import { freePort } from './support/cluster.ts';
 
 const bin = join(import.meta.dirname, '../bin/strata.js');
 
-function startDev(env: NodeJS.ProcessEnv): { child: ChildProcess; output: () => string; ready: Promise<string>; exit: Promise<number | null> } {
+function startDev(env: NodeJS.ProcessEnv): { child: ChildProcess; output: () => string; ready: Promise<string>; exit: Promise<string> } {
   const child = spawn(process.execPath, [bin, 'dev'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  // Resolves with the exit status, or with the signal and the logs when it did not exit by itself.
+  const exit = new Promise<string>((r) => child.once('exit', (code, signal) => r(code === 0 ? '0' : `code ${code}, signal ${signal}\n${err}`)));
   const ready = new Promise<string>((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
@@ -56,7 +57,7 @@ describe('strata dev', () => {
     first.child.kill('SIGTERM');
     expect((await curlDone).stdout).toBe('204');
     expect((await telegraf).status).toBe(204);
-    expect(await first.exit).toBe(0);
+    expect(await first.exit).toBe('0');
 
     const db = await openPglite(`pglite:${join(dir, 'pgdata')}`);
     try {
@@ -78,6 +79,6 @@ describe('strata dev', () => {
     expect(again).toContain('schema up to date');
     expect(again).toContain(`Token ${token}`); // the demo token survives a restart
     second.child.kill('SIGINT');
-    expect(await second.exit).toBe(0);
+    expect(await second.exit).toBe('0');
   }, 180_000);
 });
