@@ -57,7 +57,7 @@ export const configSchema = z
     spoolMaxBytes: count(1 << 20).default(8 * 1024 ** 3),
     maxQueueBytes: count(1 << 20).default(256 * 1024 ** 2),
     maxBodyBytes: count(1024).default(32 * 1024 ** 2),
-    batchRows: count(1).default(5_000),
+    batchRows: count(1).default(20_000),
     batchAgeMs: count(1).default(100),
     writers: count(1).default(4),
     writeTimeoutMs: count(100).default(1_500),

@@ -33,7 +33,7 @@ describe('configuration', () => {
       spoolMaxBytes: 8 * 1024 ** 3,
       maxQueueBytes: 256 * 1024 ** 2,
       maxBodyBytes: 32 * 1024 ** 2,
-      batchRows: 5_000,
+      batchRows: 20_000,
       batchAgeMs: 100,
       writers: 4,
       writeTimeoutMs: 1_500,
