@@ -63,7 +63,7 @@ export const configSchema = z
     writeTimeoutMs: count(100).default(1_500),
     writeAttempts: count(1).default(3),
     seriesLimit: count(1).default(100_000),
-    ledgerRetention: interval.default('7 days'),
+    ledgerRetention: interval.default('2 days'),
   })
   .strict();
 

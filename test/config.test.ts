@@ -39,7 +39,7 @@ describe('configuration', () => {
       writeTimeoutMs: 1_500,
       writeAttempts: 3,
       seriesLimit: 100_000,
-      ledgerRetention: '7 days',
+      ledgerRetention: '2 days',
     });
   });
 

@@ -33,6 +33,8 @@ export interface GatewayOptions {
   maxAttempts?: number;
   attemptTimeoutMs?: number;
   replayIntervalMs?: number;
+  /** How often old ledger rows are pruned; default 10 minutes. */
+  ledgerPruneEveryMs?: number;
   defaultMetrics?: boolean;
 }
 
@@ -78,7 +80,7 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
   const replayer = new Replayer(db, spool, writer, metrics, log, {
     intervalMs: o.replayIntervalMs ?? 1_000,
     ledgerRetention: o.ledgerRetention,
-    pruneEveryMs: 10 * 60_000,
+    pruneEveryMs: o.ledgerPruneEveryMs ?? 10 * 60_000,
     rejectDir: join(o.spoolDir, 'rejected'),
   });
   const server = createReceiver(directory, ingestor, metrics, log, {

@@ -75,7 +75,9 @@ export class Replayer {
       this.writer.markUp();
     }
     if (!this.spool.empty) await this.replay();
-    if (Date.now() - this.lastPrune >= this.opts.pruneEveryMs) await this.prune();
+    // Never prune while this gateway still holds spooled batches: their earlier attempts' ledger rows
+    // are what keeps a replay from writing them twice.
+    if (this.spool.empty && Date.now() - this.lastPrune >= this.opts.pruneEveryMs) await this.prune();
     this.gauges();
   }
 

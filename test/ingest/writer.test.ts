@@ -127,6 +127,37 @@ describe('COPY writer', () => {
     }
   });
 
+  it('does not prune the ledger while its spool still holds batches, and does once they are replayed', async () => {
+    const g = await start({ replayIntervalMs: 3_600_000, ledgerPruneEveryMs: 0, ledgerRetention: '2 days', attemptTimeoutMs: 300, maxAttempts: 1 });
+    const old = randomUUID();
+    await admin.query(`INSERT INTO strata.ingest_ledger (batch_id, facility_id, row_count, committed_at) VALUES ($1, $2, 1, now() - interval '3 days')`, [old, fac.id]);
+    const series = await admin.query<{ id: number }>(`INSERT INTO strata.series (facility_id, measurement, field) VALUES ($1, 'spooled', 'v') RETURNING id`, [fac.id]);
+    const rows = encodeTuples([{ timeUs: 1_700_000_000_000_000n, facilityId: fac.id, seriesId: series.rows[0]!.id, value: 1 }]);
+    await g.spool.append([{ batchId: randomUUID(), facilityId: fac.id, rowCount: 1, rows, spooledAt: Date.now() }]);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const lock = admin.transaction(async (tx) => {
+      await tx.query('LOCK TABLE strata.metrics IN ACCESS EXCLUSIVE MODE');
+      locked();
+      await held;
+    });
+    await isLocked;
+    await g.replayer.tick(); // the replay times out: the batch stays spooled
+    expect(g.spool.empty).toBe(false);
+    const kept = await admin.query('SELECT 1 FROM strata.ingest_ledger WHERE batch_id = $1', [old]);
+    expect(kept.rows).toHaveLength(1);
+    release();
+    await lock;
+    for (let i = 0; i < 3 && !g.spool.empty; i++) await g.replayer.tick(); // probe, replay, then prune
+    await g.replayer.tick();
+    expect(g.spool.empty).toBe(true);
+    expect(await count(admin, `series_id = ${series.rows[0]!.id}`)).toBe(1);
+    const gone = await admin.query('SELECT 1 FROM strata.ingest_ledger WHERE batch_id = $1', [old]);
+    expect(gone.rows).toHaveLength(0);
+  });
+
   it('prunes ledger rows older than the retention and keeps recent ones', async () => {
     const g = await start({ ledgerRetention: '2 days' });
     const old = randomUUID();
