@@ -129,6 +129,7 @@ describe('COPY writer', () => {
 
   it('does not prune the ledger while its spool still holds batches, and does once they are replayed', async () => {
     const g = await start({ replayIntervalMs: 3_600_000, ledgerPruneEveryMs: 0, ledgerRetention: '2 days', attemptTimeoutMs: 300, maxAttempts: 1 });
+    await g.replayer.tick(); // the pass started with the gateway has run (with an empty spool it may prune)
     const old = randomUUID();
     await admin.query(`INSERT INTO strata.ingest_ledger (batch_id, facility_id, row_count, committed_at) VALUES ($1, $2, 1, now() - interval '3 days')`, [old, fac.id]);
     const series = await admin.query<{ id: number }>(`INSERT INTO strata.series (facility_id, measurement, field) VALUES ($1, 'spooled', 'v') RETURNING id`, [fac.id]);
