@@ -92,12 +92,13 @@ const metric = async (g: Gateway, name: string) => ((await g.metrics.registry.ge
 describe('fault injection', () => {
   it('stopping PostgreSQL mid-stream: batches spool, replay when it is back, each acknowledged row once', async () => {
     const db = await openDb(c.bouncerUrl(t.name), { max: 6, queryTimeoutMs: 2_000 });
-    const g = await gateway(db, { attemptTimeoutMs: 2_000, maxAttempts: 3 });
+    // A retry budget (2 attempts of 500 ms) well inside the 3 s outage, so batches must be spooled.
+    const g = await gateway(db, { attemptTimeoutMs: 500, maxAttempts: 2 });
     try {
       expect((await post(g.url, '/api/v2/write?precision=ms', request('pg', 999), { Authorization: `Token ${fac.token}` })).status).toBe(204);
       const { acked, refused } = await stream(g.url, 'pg', 3, 40, async () => {
         await c.stopPostgres('fast');
-        await sleep(1_500);
+        await sleep(3_000);
         await c.startPostgres();
       });
       expect(refused).toEqual([]);
