@@ -87,7 +87,14 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
       maxBodyBytes: o.maxBodyBytes,
       async notReady() {
         if (spool.wouldOverflow(1)) return `the spool is full (${spool.bytes} of ${o.spoolMaxBytes} bytes)`;
-        if (!directory.loaded) return 'facilities not loaded yet: the database has not answered since start';
+        if (!directory.loaded) {
+          // Started during an outage: readiness checks retry the load, so the gateway is ready as soon as the database is.
+          try {
+            await directory.refresh();
+          } catch (err) {
+            return `facilities not loaded yet: the database has not answered since start (${errorText(err)})`;
+          }
+        }
         try {
           await db.query('SELECT 1');
           return null;
