@@ -7,6 +7,7 @@ import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { runDev } from './dev.ts';
 import { StrataError, UsageError, errorText } from './errors.ts';
+import { grantFacility, revokeFacility } from './facilities/grants.ts';
 import { addFacility, listFacilities } from './facilities/registry.ts';
 import { createLogger, type Logger } from './log.ts';
 import { serve } from './serve.ts';
@@ -25,6 +26,8 @@ commands:
   facility add <code> --region <r>  register a facility; prints its ingest token and reader login once
                [--name <text>] [--json]
   facility list [--json]            list facilities (never their tokens)
+  facility grant <role> <facility>  let a database role read a facility through strata.facility_metrics
+  facility revoke <role> <facility> take that back
 
 options:
   --config <file>   JSON file of settings (environment variables override it)
@@ -113,7 +116,16 @@ async function facilityCommand(args: string[], config: Config, log: Logger, io: 
       );
     return 0;
   }
-  throw new UsageError(`strata facility: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use add or list`);
+  if (sub === 'grant' || sub === 'revoke') {
+    const { positionals } = parseArgs({ args: rest, allowPositionals: true, options: {} });
+    if (positionals.length !== 2) throw new UsageError(`usage: strata facility ${sub} <role> <facility>`);
+    const [role, code] = positionals as [string, string];
+    const r = await withAdminDb(config, `for strata facility ${sub}`, log, (db) => (sub === 'grant' ? grantFacility(db, role, code) : revokeFacility(db, role, code)));
+    if (sub === 'grant') io.out(r.changed ? `role ${role} may now read facility ${code} (through strata.facility_metrics)` : `role ${role} could already read facility ${code}`);
+    else io.out(r.changed ? `role ${role} may no longer read facility ${code}` : `role ${role} had no grant on facility ${code}; nothing to revoke`);
+    return 0;
+  }
+  throw new UsageError(`strata facility: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use add, list, grant or revoke`);
 }
 
 export async function main(argv: string[], io: Io = defaultIo): Promise<number> {
