@@ -122,6 +122,20 @@ describe('ingest gateway through PgBouncer', () => {
     expect((await post(gw.url, `/api/v2/write?p=${encodeURIComponent(tk)}`, line)).status).toBe(401); // v2 takes no query credentials
   });
 
+  it("writes every row under the token's facility: a line or metric cannot name another facility", async () => {
+    const other = tokens.south!.id;
+    const r = await post(gw.url, '/api/v2/write?precision=s', `spoof,facility_id=${other},facility=south v=1 1700000000\n`, auth('north'));
+    expect(r.status).toBe(204);
+    const rows = await admin.query<{ facility_id: number; tags: Record<string, string> }>(
+      `SELECT m.facility_id, s.tags FROM strata.metrics m JOIN strata.series s ON s.id = m.series_id WHERE s.measurement = 'spoof'`,
+    );
+    expect(rows.rows).toEqual([{ facility_id: tokens.north!.id, tags: { facility: 'south', facility_id: String(other) } }]);
+    const json = await post(gw.url, '/v1/metrics', JSON.stringify({ metrics: [{ name: 'spoof', facility_id: other, fields: { v: 2 } }] }), auth('north'));
+    expect(json.status).toBe(400);
+    expect((json.body.rejected as { reason: string }[])[0]!.reason).toMatch(/^metrics\[0\]: .*facility_id/);
+    expect(await count(admin, `facility_id = ${other} AND series_id IN (SELECT id FROM strata.series WHERE measurement = 'spoof')`)).toBe(0);
+  });
+
   it('refuses missing, wrong and other-region tokens before reading the body', async () => {
     const missing = await post(gw.url, '/api/v2/write', 'm v=1');
     expect(missing.status).toBe(401);

@@ -16,7 +16,7 @@ export async function plainSchema(db: Db): Promise<void> {
   await db.exec(sql('0001_roles.sql'));
   await db.exec(sql('0002_catalog.sql'));
   await db.exec(`CREATE TABLE strata.metrics (time timestamptz NOT NULL, facility_id integer NOT NULL, series_id integer NOT NULL, value double precision);
-    GRANT INSERT ON strata.metrics TO strata_ingest;`);
+    ALTER TABLE strata.metrics OWNER TO strata_maintainer; GRANT INSERT ON strata.metrics TO strata_ingest;`);
   await db.exec(sql('0004_ledger_journal_archive.sql'));
   await db.exec(sql('0005_ingest_ledger_prune.sql'));
   await db.exec(sql('0006_facility_isolation.sql'));
