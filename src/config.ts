@@ -65,7 +65,11 @@ export const configSchema = z
     seriesLimit: count(1).default(100_000),
     ledgerRetention: interval.default('2 days'),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.maxQueueBytes >= c.maxBodyBytes, {
+    path: ['maxQueueBytes'],
+    message: 'must be at least STRATA_MAX_BODY_BYTES, or a request of the largest accepted size could never be queued',
+  });
 
 export type Config = z.infer<typeof configSchema>;
 type Key = keyof Config;

@@ -115,6 +115,12 @@ describe('configuration', () => {
     expect(listenAddress('[::1]:9000')).toEqual({ host: '::1', port: 9000 });
   });
 
+  it('refuses a queue smaller than the largest accepted body', () => {
+    expect(() => loadConfig({ env: { STRATA_MAX_QUEUE_BYTES: String(2 << 20), STRATA_MAX_BODY_BYTES: String(4 << 20) } })).toThrow(
+      /STRATA_MAX_QUEUE_BYTES="2097152": must be at least STRATA_MAX_BODY_BYTES/,
+    );
+  });
+
   it('takes a JSON file, with environment variables overriding it', () => {
     const path = file(JSON.stringify({ region: 'us-east-1', chunkInterval: '1 day', adminDatabaseUrl: 'pglite:/tmp/db' }));
     const c = loadConfig({ env: { STRATA_REGION: 'eu-west-1' }, file: path });
