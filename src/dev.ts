@@ -25,10 +25,12 @@ async function demoToken(db: Db, dir: string, region: string): Promise<string> {
     writeFileSync(file, created.token + '\n', { mode: 0o600 });
     return created.token;
   }
+  // The demo facility follows the dev region, so changing STRATA_REGION never locks it out.
+  await db.query('UPDATE strata.facilities SET region = $1 WHERE code = $2 AND region <> $1', [region, DEMO]);
   if (existsSync(file)) return readFileSync(file, 'utf8').trim();
   // The catalog keeps only a hash: a lost token file means a new token.
   const token = newToken();
-  await db.query('UPDATE strata.facilities SET token_hash = $1, region = $2 WHERE code = $3', [tokenHash(token), region, DEMO]);
+  await db.query('UPDATE strata.facilities SET token_hash = $1 WHERE code = $2', [tokenHash(token), DEMO]);
   writeFileSync(file, token + '\n', { mode: 0o600 });
   return token;
 }

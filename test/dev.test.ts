@@ -74,10 +74,13 @@ describe('strata dev', () => {
       await db.close();
     }
 
-    const second = startDev({ ...env, STRATA_BATCH_AGE_MS: '50' });
+    // A restart reuses the database and token; the demo facility follows a changed region.
+    const second = startDev({ ...env, STRATA_BATCH_AGE_MS: '50', STRATA_REGION: 'eu-west-1' });
     const again = await second.ready;
     expect(again).toContain('schema up to date');
-    expect(again).toContain(`Token ${token}`); // the demo token survives a restart
+    expect(again).toContain(`Token ${token}`);
+    const res = await fetch(`${url}/api/v2/write?precision=s`, { method: 'POST', headers: { Authorization: `Token ${token}` }, body: 'press,line=4 temp=70 1763719200' });
+    expect(res.status).toBe(204);
     second.child.kill('SIGINT');
     expect(await second.exit).toBe('0');
   }, 180_000);
