@@ -43,6 +43,26 @@ const metric = async (g: Gateway, name: string) => {
   return m.reduce((n, v) => n + v.value, 0);
 };
 
+/** Holds an exclusive lock on strata.metrics (so every COPY waits) until release() is awaited. */
+async function lockMetrics(): Promise<{ release(): Promise<void> }> {
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let locked!: () => void;
+  const isLocked = new Promise<void>((r) => (locked = r));
+  const tx = admin.transaction(async (t) => {
+    await t.query('LOCK TABLE strata.metrics IN ACCESS EXCLUSIVE MODE');
+    locked();
+    await held;
+  });
+  await isLocked;
+  return {
+    async release() {
+      release();
+      await tx;
+    },
+  };
+}
+
 describe('COPY writer', () => {
   it('rejects only the request whose rows the database refuses, even when batched with others', async () => {
     const g = await start({ batchAgeMs: 300, batchRows: 100_000 });
@@ -80,24 +100,14 @@ describe('COPY writer', () => {
     const g = await start({ maxQueueBytes: 64 * 1024, batchAgeMs: 5 });
     const auth = { Authorization: `Token ${fac.token}` };
     const body = (tag: string) => Array.from({ length: 1_000 }, (_, i) => `bp,r=${tag} v=${i} ${1_700_000_000 + i}`).join('\n');
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    let locked!: () => void;
-    const isLocked = new Promise<void>((r) => (locked = r));
-    const lock = admin.transaction(async (tx) => {
-      await tx.query('LOCK TABLE strata.metrics IN ACCESS EXCLUSIVE MODE');
-      locked();
-      await held;
-    });
-    await isLocked;
+    const lock = await lockMetrics();
     const first = post(g.url, '/api/v2/write?precision=s', body('one'), auth); // ~42 KB encoded: waits on the lock
     await new Promise((r) => setTimeout(r, 300));
     const second = await post(g.url, '/api/v2/write?precision=s', body('two'), auth);
     expect(second.status).toBe(429);
     expect(second.headers.get('retry-after')).toBe('1');
     expect(second.body.message).toMatch(/the gateway's queue is full/);
-    release();
-    await lock;
+    await lock.release();
     expect((await first).status).toBe(204);
     expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'bp' AND tags->>'r' = 'one')`)).toBe(1_000);
     expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'bp' AND tags->>'r' = 'two')`)).toBe(0);
@@ -135,22 +145,12 @@ describe('COPY writer', () => {
     const series = await admin.query<{ id: number }>(`INSERT INTO strata.series (facility_id, measurement, field) VALUES ($1, 'spooled', 'v') RETURNING id`, [fac.id]);
     const rows = encodeTuples([{ timeUs: 1_700_000_000_000_000n, facilityId: fac.id, seriesId: series.rows[0]!.id, value: 1 }]);
     await g.spool.append([{ batchId: randomUUID(), facilityId: fac.id, rowCount: 1, rows, spooledAt: Date.now() }]);
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    let locked!: () => void;
-    const isLocked = new Promise<void>((r) => (locked = r));
-    const lock = admin.transaction(async (tx) => {
-      await tx.query('LOCK TABLE strata.metrics IN ACCESS EXCLUSIVE MODE');
-      locked();
-      await held;
-    });
-    await isLocked;
+    const lock = await lockMetrics();
     await g.replayer.tick(); // the replay times out: the batch stays spooled
     expect(g.spool.empty).toBe(false);
     const kept = await admin.query('SELECT 1 FROM strata.ingest_ledger WHERE batch_id = $1', [old]);
     expect(kept.rows).toHaveLength(1);
-    release();
-    await lock;
+    await lock.release();
     for (let i = 0; i < 3 && !g.spool.empty; i++) await g.replayer.tick(); // probe, replay, then prune
     await g.replayer.tick();
     expect(g.spool.empty).toBe(true);
