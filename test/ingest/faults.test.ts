@@ -197,6 +197,41 @@ describe('fault injection', () => {
     }
   });
 
+  it('stopping while the database is unreachable spools the pending rows, answers them, and the next gateway replays them', async () => {
+    const proxy = await PgProxy.start(c.bouncerPort);
+    const db = await openDb(proxy.url(t.name), { max: 4, queryTimeoutMs: 1_000 });
+    const spoolDir = tempDir();
+    // 50-row batches or a long age: the 50-row warm-up flushes at once, the 10-row request is still
+    // pending in its batcher when the gateway is stopped.
+    const g = await gateway(db, { spoolDir, batchRows: 50, batchAgeMs: 60_000, attemptTimeoutMs: 500, maxAttempts: 2 });
+    let stopped = false;
+    try {
+      expect((await post(g.url, '/api/v2/write?precision=ms', request('shutdown', 0), { Authorization: `Token ${fac.token}` })).status).toBe(204);
+      const pending = post(g.url, '/api/v2/write?precision=ms', request('shutdown', 1, 10), { Authorization: `Token ${fac.token}` });
+      await sleep(200);
+      proxy.setDown(true);
+      await g.stop();
+      stopped = true;
+      expect((await pending).status).toBe(204);
+      expect(readdirSync(spoolDir).some((f) => f.endsWith('.spool'))).toBe(true);
+    } finally {
+      if (!stopped) await g.stop();
+      await db.close();
+    }
+    proxy.setDown(false);
+    const db2 = await openDb(proxy.url(t.name), { max: 4, queryTimeoutMs: 2_000 });
+    const g2 = await gateway(db2, { spoolDir });
+    try {
+      await until('the next gateway to replay the spool', async () => g2.spool.empty);
+      await expectExactlyOnce('shutdown', [0]);
+      await expectExactlyOnce('shutdown', [1], 10);
+    } finally {
+      await g2.stop();
+      await db2.close();
+      await proxy.close();
+    }
+  });
+
   it('kill -9 of a gateway holding spooled data: the restarted gateway replays it exactly once', async () => {
     const spoolDir = tempDir();
     const port = await freePort();
