@@ -1,6 +1,8 @@
 // The writer's guarantees through PgBouncer: a data error rejects only the offending request, a
 // repeated batch id is written once, the queue bound answers 429, and old ledger rows are pruned.
 import { randomUUID } from 'node:crypto';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb } from '../../src/db/open.ts';
@@ -8,7 +10,7 @@ import type { Db } from '../../src/db/port.ts';
 import { encodeTuples } from '../../src/ingest/copy-encode.ts';
 import type { Gateway } from '../../src/ingest/gateway.ts';
 import { cluster, createDatabase, type TestDatabase } from '../support/databases.ts';
-import { count, facility, gateway, plainSchema, post } from '../support/gateway.ts';
+import { count, facility, gateway, plainSchema, post, tempDir } from '../support/gateway.ts';
 
 let t: TestDatabase;
 let admin: Db;
@@ -157,6 +159,18 @@ describe('COPY writer', () => {
     expect(await count(admin, `series_id = ${series.rows[0]!.id}`)).toBe(1);
     const gone = await admin.query('SELECT 1 FROM strata.ingest_ledger WHERE batch_id = $1', [old]);
     expect(gone.rows).toHaveLength(0);
+  });
+
+  it('quarantines a corrupt spool segment found at start, reports it, and keeps serving', async () => {
+    const spoolDir = tempDir();
+    writeFileSync(join(spoolDir, 'seg-0000000000000001.spool'), Buffer.from('this is not a spool segment'));
+    const g = await start({ spoolDir, replayIntervalMs: 100 });
+    await g.replayer.tick();
+    expect(await metric(g, 'strata_ingest_spool_quarantined_segments_total')).toBe(1);
+    expect(readdirSync(join(spoolDir, 'quarantine')).sort()).toEqual(['seg-0000000000000001.spool', 'seg-0000000000000001.spool.reason.txt']);
+    expect(g.spool.empty).toBe(true);
+    expect((await post(g.url, '/api/v2/write?precision=s', 'after_quarantine v=1 1700000000', { Authorization: `Token ${fac.token}` })).status).toBe(204);
+    expect((await fetch(`${g.url}/ready`)).status).toBe(200);
   });
 
   it('prunes ledger rows older than the retention and keeps recent ones', async () => {
