@@ -68,6 +68,8 @@ try {
   const rows = (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.metrics')).rows[0]!.n;
   console.error(`${rows.toLocaleString()} rows; compressing chunks older than 1 day…`);
   await db.exec(`SELECT compress_chunk(c) FROM show_chunks('strata.metrics', older_than => now() - interval '1 day') c`);
+  // Materialize the hourly rollup (what its refresh policy keeps up to date on a server).
+  await db.exec(`CALL refresh_continuous_aggregate('strata.metrics_hourly', NULL, date_trunc('hour', now()) - interval '1 hour')`);
   await db.exec('ANALYZE');
   const versions = (await db.query<{ v: string; t: string }>(`SELECT current_setting('server_version') AS v, (SELECT extversion FROM pg_extension WHERE extname='timescaledb') AS t`)).rows[0]!;
   const chunkInfo = (await db.query<{ n: number; c: number }>(`SELECT count(*)::int AS n, count(*) FILTER (WHERE is_compressed)::int AS c FROM timescaledb_information.chunks`)).rows[0]!;
@@ -84,19 +86,27 @@ try {
 
   // One fixed "now" for every run, so both sides read exactly the same rows.
   const now = (await db.query<{ t: string }>(`SELECT now()::text AS t`)).rows[0]!.t;
-  const queries = {
-    'last hour, per series': (from: string, filter: string) =>
-      `SELECT series_id, avg(value), min(value), max(value), count(*) FROM ${from} WHERE ${filter}time > '${now}'::timestamptz - interval '1 hour' GROUP BY series_id ORDER BY series_id`,
-    'last 30 days, daily': (from: string, filter: string) =>
-      `SELECT time_bucket('1 day', time) AS day, avg(value), count(*) FROM ${from} WHERE ${filter}time > '${now}'::timestamptz - interval '30 days' GROUP BY day ORDER BY day`,
+  const hourly = `date_trunc('hour', '${now}'::timestamptz) - interval '30 days'`;
+  const daily = (from: string, filter: string) =>
+    `SELECT time_bucket('1 day', time) AS day, avg(value), count(*) AS n FROM ${from} WHERE ${filter}time >= ${hourly} GROUP BY day ORDER BY day`;
+  const queries: Record<string, { view: string; base: string }> = {
+    'last hour, per series': {
+      view: `SELECT series_id, avg(value), min(value), max(value), count(*) FROM strata.facility_metrics WHERE time > '${now}'::timestamptz - interval '1 hour' GROUP BY series_id ORDER BY series_id`,
+      base: `SELECT series_id, avg(value), min(value), max(value), count(*) FROM strata.metrics WHERE facility_id = ${reader.id} AND time > '${now}'::timestamptz - interval '1 hour' GROUP BY series_id ORDER BY series_id`,
+    },
+    'last 30 days, daily, raw rows (facility_metrics)': { view: daily('strata.facility_metrics', ''), base: daily('strata.metrics', `facility_id = ${reader.id} AND `) },
+    'last 30 days, daily, hourly rollup (facility_metrics_hourly)': {
+      view: `SELECT time_bucket('1 day', bucket) AS day, sum(sum) / sum(samples) AS avg, sum(samples) AS n FROM strata.facility_metrics_hourly WHERE bucket >= ${hourly} GROUP BY day ORDER BY day`,
+      base: daily('strata.metrics', `facility_id = ${reader.id} AND `),
+    },
   };
   // Averages may differ in the last bits with the order rows are summed in; counts must not.
   const canonical = (rows: Record<string, unknown>[]) =>
     JSON.stringify(rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'number' && !Number.isInteger(v) ? +v.toPrecision(10) : v]))));
   const results: { query: string; viewMs: number; baseMs: number; ratio: number }[] = [];
   for (const [name, q] of Object.entries(queries)) {
-    const viewSql = q('strata.facility_metrics', '');
-    const baseSql = q('strata.metrics', `facility_id = ${reader.id} AND `);
+    const viewSql = q.view;
+    const baseSql = q.base;
     const a = await asReader.query(viewSql);
     const b = await asOwner.query(baseSql);
     if (canonical(a.rows) !== canonical(b.rows)) throw new Error(`${name}: the view and the base table disagree`);

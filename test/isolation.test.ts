@@ -99,6 +99,8 @@ describe.each(timescaleTargets())('facility isolation on $name', (target) => {
     await grantFacility(db, multi, B.code);
     const t = async (ids: number[]) => (await db.query<Sum>(`SELECT ${CHECKSUM} FROM strata.metrics WHERE facility_id = ANY($1)`, [ids])).rows[0]!;
     expected = { a: await t([A.id]), b: await t([B.id]), ab: await t([A.id, B.id]) };
+    // Materialize the hourly rollup (0007) over everything but the last hour, compressed chunks included.
+    await db.exec(`CALL refresh_continuous_aggregate('strata.metrics_hourly', NULL, date_trunc('hour', now()) - interval '1 hour')`);
     await db.exec(`CREATE TABLE ${leakLog} (v text); GRANT INSERT ON ${leakLog} TO PUBLIC;
       CREATE FUNCTION ${leakFn}(v anyelement) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS $$
       BEGIN RAISE NOTICE 'leak %', v; INSERT INTO ${leakLog} VALUES (v::text); RETURN true; END $$;`);
@@ -223,11 +225,30 @@ describe.each(timescaleTargets())('facility isolation on $name', (target) => {
     expect(plan).toMatch(/Chunks excluded during startup: \d+/);
   });
 
+  it("the hourly rollup shows A's reader exactly A's rows, aggregated; the aggregate and its materialization are denied", async () => {
+    const rollup = await as<{ n: number; facilities: number[] }>(A.role, 'SELECT sum(samples)::int AS n, array_agg(DISTINCT facility_id) AS facilities FROM strata.facility_metrics_hourly');
+    expect(rollup[0]).toEqual({ n: expected.a.n, facilities: [A.id] });
+    const both = await as<{ n: number }>(multi, 'SELECT sum(samples)::int AS n FROM strata.facility_metrics_hourly');
+    expect(both[0]!.n).toBe(expected.ab.n);
+    const materialized = (
+      await db.query<{ t: string }>(`SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name) AS t FROM timescaledb_information.continuous_aggregates WHERE view_name = 'metrics_hourly'`)
+    ).rows[0]!.t;
+    for (const table of ['strata.metrics_hourly', materialized]) {
+      await expect(as(A.role, `SELECT 1 FROM ${table} LIMIT 1`), table).rejects.toThrow(/permission denied/);
+    }
+    await db.exec(`TRUNCATE ${leakLog}`);
+    await as(A.role, 'SET LOCAL enable_indexscan = off', 'SET LOCAL enable_bitmapscan = off', `SELECT count(*) FROM strata.facility_metrics_hourly WHERE ${leakFn}(min)`);
+    const log = (await db.query<{ v: string }>(`SELECT v FROM ${leakLog}`)).rows.map((r) => r.v);
+    expect(log.length).toBeGreaterThan(0);
+    expect(log.filter((v) => v.startsWith('-'))).toEqual([]);
+  });
+
   it('after revoke, A sees nothing, in metrics or catalogs', async () => {
     expect((await revokeFacility(db, A.role, A.code)).changed).toBe(true);
     expect(await totals(A.role)).toEqual(EMPTY);
     expect(await as(A.role, 'SELECT * FROM strata.series')).toEqual([]);
     expect(await as(A.role, 'SELECT code FROM strata.facilities')).toEqual([]);
+    expect(await as(A.role, 'SELECT * FROM strata.facility_metrics_hourly')).toEqual([]);
     expect((await revokeFacility(db, A.role, A.code)).changed).toBe(false);
   });
 });

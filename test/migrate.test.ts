@@ -120,6 +120,23 @@ describe.each(timescaleTargets())('migrate on $name', (target) => {
     expect(versions.rows[0]!.n).toBe(loadMigrations().length);
   });
 
+  it('runs a no-transaction migration statement by statement: a failure names it, and a fixed re-run finishes it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strata-sql-'));
+    cpSync(SQL_DIR, dir, { recursive: true });
+    const next = String(loadMigrations().length + 1).padStart(4, '0');
+    const file = join(dir, `${next}_outside.sql`);
+    writeFileSync(file, '-- strata: no-transaction\nCREATE TABLE IF NOT EXISTS strata.outside (a int);\nSELECT no_such_function();\n');
+    const err = await migrate(db, { chunkInterval: '1 hour', dir: dir + '/' }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(new RegExp(`^migration ${next}_outside failed: function no_such_function\\(\\) does not exist \\(SQLSTATE 42883\\); its statements are idempotent`));
+    // Outside a transaction the first statement stayed; the migration is not recorded.
+    expect((await db.query(`SELECT 1 FROM pg_tables WHERE schemaname = 'strata' AND tablename = 'outside'`)).rows).toHaveLength(1);
+    writeFileSync(file, '-- strata: no-transaction\nCREATE TABLE IF NOT EXISTS strata.outside (a int);\nSELECT 1;\n');
+    const r = await migrate(db, { chunkInterval: '1 hour', dir: dir + '/' });
+    expect(r.applied).toEqual([`${next}_outside`]);
+    writeFileSync(join(dir, `${next}_outside.sql`), '-- strata: no-transaction\nDO $$ BEGIN END $$;\n');
+    expect(() => loadMigrations(dir + '/')).toThrow(`${next}_outside.sql: a no-transaction migration cannot hold dollar-quoted bodies (its statements are split at ';')`);
+  });
+
   it('says how to create a configured tablespace that is missing, before changing anything', async () => {
     const err = await migrate(db, { chunkInterval: '1 hour', warmTablespace: 'warm_nowhere', coldTablespace: 'cold_nowhere' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StrataError);
@@ -143,6 +160,26 @@ describe('migrate with tablespaces on pglite-timescaledb', () => {
         `SELECT has_tablespace_privilege('strata_maintainer', 'warm_data', 'CREATE') AS w, has_tablespace_privilege('strata_maintainer', 'cold_data', 'CREATE') AS c`,
       );
       expect(r.rows[0]).toEqual({ w: true, c: true });
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('a reopened embedded database directory', () => {
+  it('has TimescaleDB fully loaded: rows reach chunks, the rollup trigger and compression work', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strata-pglite-'));
+    const first = await openPglite(`pglite:${dir}`);
+    await migrate(first, { chunkInterval: '1 day' });
+    await first.close();
+    const db = await openPglite(`pglite:${dir}`);
+    try {
+      // Before the library is loaded, this INSERT fails: "invalid INSERT on the root table of hypertable".
+      await db.exec(`INSERT INTO strata.metrics VALUES (now() - interval '3 days', 1, 1, 1), (now(), 1, 1, 2)`);
+      const chunk = (await db.query<{ c: string }>(`SELECT c::text AS c FROM show_chunks('strata.metrics', older_than => now() - interval '2 days') c`)).rows[0]!.c;
+      await db.query('SELECT compress_chunk($1::regclass)', [chunk]);
+      const r = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.metrics');
+      expect(r.rows[0]!.n).toBe(2);
     } finally {
       await db.close();
     }

@@ -1,5 +1,6 @@
-// Numbered SQL migrations from sql/: each applied in its own transaction and recorded in
-// strata.schema_migrations; re-running is a no-op. TimescaleDB is required.
+// Numbered SQL migrations from sql/: each applied in its own transaction (or, when marked
+// `-- strata: no-transaction`, statement by statement) and recorded in strata.schema_migrations;
+// re-running is a no-op. TimescaleDB is required.
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +16,14 @@ export interface Migration {
   name: string;
   sql: string;
   checksum: string;
+  /**
+   * `-- strata: no-transaction` on its first line: statements TimescaleDB refuses inside a transaction
+   * block (continuous aggregates). Each statement (ended by `;` at a line end) runs on its own, so
+   * each must be idempotent (IF NOT EXISTS, OR REPLACE, if_not_exists => true).
+   */
+  noTransaction: boolean;
+  /** `-- strata: timescale-license`: skipped (and reported) on an Apache-only TimescaleDB build. */
+  needsTimescaleLicense: boolean;
 }
 
 export interface MigrateOptions {
@@ -50,7 +59,17 @@ export function loadMigrations(dir = SQL_DIR): Migration[] {
     const expected = out.length + 1;
     if (version !== expected) throw new StrataError('migration_order', `${file}: expected migration number ${String(expected).padStart(4, '0')}`);
     const sql = readFileSync(`${dir}/${file}`, 'utf8');
-    out.push({ version, name: file.replace(/\.sql$/, ''), sql, checksum: createHash('sha256').update(sql).digest('hex') });
+    const head = sql.split('\n', 3).join('\n');
+    const noTransaction = /^-- strata: no-transaction$/m.test(head);
+    if (noTransaction && sql.includes('$$')) throw new StrataError('migration_format', `${file}: a no-transaction migration cannot hold dollar-quoted bodies (its statements are split at ';')`);
+    out.push({
+      version,
+      name: file.replace(/\.sql$/, ''),
+      sql,
+      checksum: createHash('sha256').update(sql).digest('hex'),
+      noTransaction,
+      needsTimescaleLicense: /^-- strata: timescale-license$/m.test(head),
+    });
   }
   return out;
 }
@@ -124,6 +143,25 @@ async function grantTablespaces(db: Db, names: string[]): Promise<void> {
   }
 }
 
+/** Runs a no-transaction migration statement by statement, then records it. */
+async function applyWithoutTransaction(db: Db, m: Migration): Promise<boolean> {
+  const seen = await db.query('SELECT 1 FROM strata.schema_migrations WHERE version = $1', [m.version]);
+  if (seen.rows.length > 0) return false;
+  const statements = m.sql
+    .split(/;[ \t]*$/m)
+    .map((s) => s.trim())
+    .filter((s) => s.replace(/--.*$/gm, '').trim() !== '');
+  for (const statement of statements) {
+    try {
+      await db.exec(statement);
+    } catch (err) {
+      throw new StrataError('migration_failed', `migration ${m.name} failed: ${errorText(err)}${sqlState(err) ? ` (SQLSTATE ${sqlState(err)})` : ''}; its statements are idempotent, so run strata migrate again once fixed`, { cause: err });
+    }
+  }
+  const r = await db.query('INSERT INTO strata.schema_migrations (version, name, checksum) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING', [m.version, m.name, m.checksum]);
+  return r.rowCount > 0;
+}
+
 async function chunkInterval(db: Db): Promise<string | null> {
   const r = await db.query<{ i: string }>(
     `SELECT time_interval::text AS i FROM timescaledb_information.dimensions
@@ -159,8 +197,21 @@ export async function migrate(db: Db, opts: MigrateOptions): Promise<MigrateResu
     if (m.checksum !== row.checksum) throw new StrataError('migration_changed', `migration ${m.name} was changed after it was applied; restore the original file`);
   }
 
+  const license = (await db.query<{ l: string | null }>(`SELECT current_setting('timescaledb.license', true) AS l`)).rows[0]?.l ?? 'unknown';
   const applied: string[] = [];
+  const skipped: string[] = [];
   for (const m of migrations) {
+    if (m.needsTimescaleLicense && license === 'apache') {
+      skipped.push(m.name);
+      continue;
+    }
+    if (m.noTransaction) {
+      if (await applyWithoutTransaction(db, m)) {
+        applied.push(m.name);
+        log.info('migration applied', { migration: m.name });
+      }
+      continue;
+    }
     const done = await db.transaction(async (tx) => {
       await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_KEY]);
       const seen = await tx.query('SELECT 1 FROM strata.schema_migrations WHERE version = $1', [m.version]);
@@ -186,8 +237,7 @@ export async function migrate(db: Db, opts: MigrateOptions): Promise<MigrateResu
       `SELECT extversion AS v, current_setting('timescaledb.license', true) AS license FROM pg_extension WHERE extname = 'timescaledb'`,
     )
   ).rows[0]!;
-  const license = info.license ?? 'unknown';
-  const unavailable = unavailableCapabilities(license);
+  const unavailable = [...unavailableCapabilities(license), ...skipped.map((name) => `migration ${name} (needs the Timescale License)`)];
   if (unavailable.length > 0) log.warn('TimescaleDB is an Apache-only build; these capabilities are unavailable', { unavailable });
 
   const was = await chunkInterval(db);

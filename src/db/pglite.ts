@@ -71,6 +71,16 @@ export async function openPglite(url: string): Promise<PgliteDb> {
   } catch (err) {
     throw new StrataError('db_connect', `cannot open the embedded database at ${dataDir ?? 'memory'}: ${String(err)}`, { cause: err });
   }
+  // A reopened data directory loads TimescaleDB lazily, on its first function call: until then
+  // inserts hit the hypertable's root table and Timescale-License code (compression, continuous
+  // aggregate triggers) is missing. Loading the library at open registers it all, as
+  // shared_preload_libraries does on a server.
+  try {
+    await db.exec(`LOAD 'timescaledb'`);
+  } catch (err) {
+    await db.close();
+    throw new StrataError('db_connect', `cannot load TimescaleDB into the embedded database at ${dataDir ?? 'memory'}: ${String(err)}`, { cause: err });
+  }
   const base = queryable(db);
   return {
     kind: 'pglite',
