@@ -11,6 +11,7 @@ import { grantFacility, revokeFacility } from './facilities/grants.ts';
 import { addFacility, listFacilities } from './facilities/registry.ts';
 import { createLogger, type Logger } from './log.ts';
 import { serve } from './serve.ts';
+import { sizeCommand } from './sizing/command.ts';
 import { formatStatus, readStatus } from './status.ts';
 
 const HELP = `strata — time-series ingestion and retention for TimescaleDB
@@ -26,6 +27,10 @@ commands:
   facility add <code> --region <r>  register a facility; prints its ingest token and reader login once
                [--name <text>] [--json]
   facility list [--json]            list facilities (never their tokens)
+  size --rate <metrics/s> --facilities <n> --memory <e.g. 512GiB>
+       [--series <per facility>] [--hot-days 30] [--warm-days 150] [--cold-days 365]
+       [--archive-years 7] [--results bench/results] [--json]
+                                    what a region needs, from the measured benchmark figures
   facility grant <role> <facility>  let a database role read a facility through strata.facility_metrics
   facility revoke <role> <facility> take that back
 
@@ -153,6 +158,9 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
     switch (command) {
       case 'dev':
         await runDev(config, log, io.out);
+        return 0;
+      case 'size':
+        io.out(sizeCommand(args));
         return 0;
       case 'serve':
         await serve(config, log, io.out);

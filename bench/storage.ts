@@ -1,0 +1,89 @@
+// Storage per row, as `strata size` needs it: bytes per row on disk uncompressed (table and indexes),
+// index bytes per row (the chunk-interval rule), compression ratio of the warm/cold codec settings,
+// and WAL bytes per row written. Sensor-like rows: slowly varying floats, counters and booleans.
+//
+//   npx tsx bench/storage.ts --url postgres://postgres@127.0.0.1:5432/postgres [--facilities 20]
+//       [--series 100] [--hours 12] [--step-seconds 10]
+//
+// The URL is a superuser connection to a TimescaleDB server; a scratch database is created and dropped.
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { migrate } from '../src/db/migrate.ts';
+import { openDb } from '../src/db/open.ts';
+import { writeTable } from './support/table.ts';
+
+const { values } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    facilities: { type: 'string', default: '20' },
+    series: { type: 'string', default: '100' },
+    hours: { type: 'string', default: '12' },
+    'step-seconds': { type: 'string', default: '10' },
+    out: { type: 'string', default: 'bench/results' },
+  },
+});
+if (!values.url) {
+  console.error('usage: npx tsx bench/storage.ts --url <superuser URL of a TimescaleDB server> [--facilities N] [--series N] [--hours N]');
+  process.exit(64);
+}
+const F = Number(values.facilities);
+const S = Number(values.series);
+const hours = Number(values.hours);
+const step = Number(values['step-seconds']);
+
+const scratch = `strata_storagebench_${process.pid}`;
+const server = new pg.Client({ connectionString: values.url });
+await server.connect();
+await server.query(`CREATE DATABASE ${scratch}`);
+const direct = new URL(values.url);
+direct.pathname = `/${scratch}`;
+const db = await openDb(direct.toString(), { max: 1 });
+try {
+  await migrate(db, { chunkInterval: '1 hour' });
+  // Facilities are inserted directly (no reader roles needed here).
+  await db.exec(`INSERT INTO strata.facilities (code, region, token_hash, reader_role)
+    SELECT 'f' || i, 'bench', sha256(('t' || i)::bytea), 'storage_reader_' || i FROM generate_series(1, ${F}) i`);
+  // A third of the series are slowly varying floats (2 decimals), a third counters, a third booleans.
+  await db.exec(`INSERT INTO strata.series (facility_id, measurement, field) SELECT f.id, 'machine', 'f' || s FROM strata.facilities f, generate_series(1, ${S}) s`);
+  const wal0 = (await db.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l;
+  await db.exec(
+    `INSERT INTO strata.metrics (time, facility_id, series_id, value)
+     SELECT t, s.facility_id, s.id,
+            CASE s.id % 3
+              WHEN 0 THEN round((20 + 5 * sin(extract(epoch FROM t) / 3600 + s.id))::numeric, 2)::float8
+              WHEN 1 THEN floor(extract(epoch FROM t - timestamptz '2026-11-01') / 7 + s.id * 1000)
+              ELSE (extract(epoch FROM t)::bigint / 600 + s.id) % 2
+            END
+       FROM generate_series(timestamptz '2026-11-20 00:00', timestamptz '2026-11-20 00:00' + interval '${hours} hours' - interval '${step} seconds', interval '${step} seconds') t,
+            strata.series s`,
+  );
+  const wal = (await db.query<{ b: number }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8 AS b`, [wal0])).rows[0]!.b;
+  await db.exec('CHECKPOINT');
+  await db.exec('VACUUM ANALYZE strata.metrics');
+  const rows = (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.metrics')).rows[0]!.n;
+  const before = (await db.query<{ table_bytes: number; index_bytes: number; total_bytes: number }>('SELECT table_bytes::float8, index_bytes::float8, total_bytes::float8 FROM hypertable_detailed_size($1)', ['strata.metrics'])).rows[0]!;
+  await db.exec(`SELECT compress_chunk(c) FROM show_chunks('strata.metrics') c`);
+  const stats = (await db.query<{ b: number; a: number }>('SELECT sum(before_compression_total_bytes)::float8 AS b, sum(after_compression_total_bytes)::float8 AS a FROM chunk_compression_stats($1)', ['strata.metrics'])).rows[0]!;
+  const versions = (await db.query<{ v: string; t: string }>(`SELECT current_setting('server_version') AS v, (SELECT extversion FROM pg_extension WHERE extname='timescaledb') AS t`)).rows[0]!;
+  const result = {
+    rows,
+    bytesPerRow: +(before.total_bytes / rows).toFixed(1),
+    tableBytesPerRow: +(before.table_bytes / rows).toFixed(1),
+    indexBytesPerRow: +(before.index_bytes / rows).toFixed(1),
+    compressionRatio: +(stats.b / stats.a).toFixed(1),
+    walBytesPerRow: +(wal / rows).toFixed(1),
+  };
+  const srv = new URL(values.url);
+  const command = `npx tsx bench/storage.ts --url postgres://${srv.username}@${srv.host}/… --facilities ${F} --series ${S} --hours ${hours} --step-seconds ${step}`;
+  console.log(
+    writeTable(values.out, 'storage', command, { postgres: versions.v, timescaledb: versions.t }, { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour' }, [
+      '| rows | bytes/row on disk (table + indexes) | table | indexes | compression ratio | WAL bytes/row |',
+      '| ---: | ---: | ---: | ---: | ---: | ---: |',
+      `| ${rows.toLocaleString()} | ${result.bytesPerRow} | ${result.tableBytesPerRow} | ${result.indexBytesPerRow} | ${result.compressionRatio}:1 | ${result.walBytesPerRow} |`,
+    ], result),
+  );
+} finally {
+  await db.close();
+  await server.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`);
+  await server.end();
+}

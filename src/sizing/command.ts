@@ -1,0 +1,48 @@
+// `strata size` arguments → a report (text or JSON). Bad arguments are usage errors naming the option.
+import { parseArgs } from 'node:util';
+import { UsageError } from '../errors.ts';
+import { measuredFigures } from './measured.ts';
+import { formatSize, parseBytes, size, type SizeInput } from './size.ts';
+
+function whole(name: string, text: string | undefined, fallback: number | undefined, min = 1): number {
+  if (text === undefined) {
+    if (fallback === undefined) throw new UsageError(`strata size: --${name} is required`);
+    return fallback;
+  }
+  const v = Number(text.replace(/_/g, ''));
+  if (!Number.isInteger(v) || v < min) throw new UsageError(`strata size: --${name} ${JSON.stringify(text)} must be a whole number of at least ${min}`);
+  return v;
+}
+
+export function sizeCommand(args: string[]): string {
+  const { values } = parseArgs({
+    args,
+    options: {
+      rate: { type: 'string' },
+      facilities: { type: 'string' },
+      series: { type: 'string' },
+      memory: { type: 'string' },
+      'hot-days': { type: 'string' },
+      'warm-days': { type: 'string' },
+      'cold-days': { type: 'string' },
+      'archive-years': { type: 'string' },
+      results: { type: 'string', default: 'bench/results' },
+      json: { type: 'boolean' },
+    },
+  });
+  if (values.memory === undefined) throw new UsageError('strata size: --memory is required (the database server\'s RAM, e.g. 512GiB)');
+  const memoryBytes = parseBytes(values.memory);
+  if (!memoryBytes) throw new UsageError(`strata size: --memory ${JSON.stringify(values.memory)} is not a size such as 512GiB, 64GB or 1TiB`);
+  const input: SizeInput = {
+    rate: whole('rate', values.rate, undefined),
+    facilities: whole('facilities', values.facilities, undefined),
+    seriesPerFacility: whole('series', values.series, 1_000),
+    memoryBytes,
+    hotDays: whole('hot-days', values['hot-days'], 30, 0),
+    warmDays: whole('warm-days', values['warm-days'], 150, 0),
+    coldDays: whole('cold-days', values['cold-days'], 365, 0),
+    archiveYears: whole('archive-years', values['archive-years'], 7, 0),
+  };
+  const report = size(input, measuredFigures(values.results));
+  return values.json ? JSON.stringify(report, null, 2) : formatSize(report);
+}

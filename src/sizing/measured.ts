@@ -1,0 +1,54 @@
+// The figures `strata size` uses, read from the benchmark results in bench/results/ (each labelled
+// with the file and command that produced it), or DESIGN §1's assumptions where none was measured.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Figure, Measured } from './size.ts';
+
+interface ResultFile {
+  date?: string;
+  command?: string;
+  results?: unknown;
+  runs?: unknown;
+}
+
+function read(dir: string, name: string): ResultFile | null {
+  const path = join(dir, `${name}.json`);
+  if (!existsSync(path)) return null;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as ResultFile;
+  } catch {
+    return null;
+  }
+}
+
+const label = (dir: string, name: string, f: ResultFile) => `measured: ${join(dir, `${name}.json`)}${f.date ? `, ${f.date.slice(0, 10)}` : ''}`;
+const assumed = (value: number, why: string): Figure => ({ value, source: `assumed: ${why}` });
+const positive = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0;
+
+export function measuredFigures(dir: string): Measured {
+  const storage = read(dir, 'storage');
+  const s = (storage?.results ?? {}) as Record<string, unknown>;
+  const fromStorage = (key: string, fallback: Figure): Figure => (storage && positive(s[key]) ? { value: s[key], source: label(dir, 'storage', storage) } : fallback);
+
+  const gatewayFile = read(dir, 'ingest-gateway');
+  const gatewayRuns = ((gatewayFile?.results ?? gatewayFile?.runs ?? []) as { gatewayCpuUsPerRow?: unknown; batchRows?: unknown; batchAgeMs?: unknown; writers?: unknown }[]).filter((r) => positive(r.gatewayCpuUsPerRow));
+  // The gateway's defaults (20,000 rows / 100 ms / 4 writers) when measured, else the cheapest run.
+  const gatewayRun =
+    gatewayRuns.find((r) => r.batchRows === 20_000 && r.batchAgeMs === 100 && r.writers === 4) ??
+    [...gatewayRuns].sort((a, b) => (a.gatewayCpuUsPerRow as number) - (b.gatewayCpuUsPerRow as number))[0];
+
+  const copyFile = read(dir, 'copy-paths');
+  const binary = ((copyFile?.results ?? []) as { method?: string; rowsPerSecond?: unknown }[])
+    .filter((r) => r.method === 'port COPY binary' && positive(r.rowsPerSecond))
+    .sort((a, b) => (b.rowsPerSecond as number) - (a.rowsPerSecond as number))[0];
+
+  return {
+    bytesPerRow: fromStorage('bytesPerRow', assumed(50, '~50 bytes per row uncompressed (DESIGN §1)')),
+    indexBytesPerRow: fromStorage('indexBytesPerRow', assumed(40, 'two indexes of about 20 bytes per row each')),
+    compressionRatio: fromStorage('compressionRatio', assumed(10, '~10:1 native compression (DESIGN §1)')),
+    walBytesPerRow: fromStorage('walBytesPerRow', assumed(100, 'about twice the row size (heap and index records)')),
+    gatewayCpuUsPerRow:
+      gatewayFile && gatewayRun ? { value: gatewayRun.gatewayCpuUsPerRow as number, source: label(dir, 'ingest-gateway', gatewayFile) } : assumed(3, 'no gateway benchmark found'),
+    copyRowsPerStream: copyFile && binary ? { value: binary.rowsPerSecond as number, source: label(dir, 'copy-paths', copyFile) } : assumed(300_000, 'no COPY benchmark found'),
+  };
+}

@@ -1,0 +1,141 @@
+// `strata size`: what a region needs for a given ingest rate, from measured figures (bench/results)
+// or, where none was measured, DESIGN §1's assumptions, each figure labelled with its source.
+// Pure computation; measured.ts reads the figures.
+
+export interface Figure {
+  value: number;
+  /** Where the figure comes from: a results file and its command, or "assumed: …". */
+  source: string;
+}
+
+export interface Measured {
+  /** Bytes per row on disk uncompressed, table and indexes. */
+  bytesPerRow: Figure;
+  /** Index bytes per row (the chunk-interval rule). */
+  indexBytesPerRow: Figure;
+  compressionRatio: Figure;
+  walBytesPerRow: Figure;
+  /** Gateway CPU per metric, µs. */
+  gatewayCpuUsPerRow: Figure;
+  /** Rows/s one binary COPY stream sustains. */
+  copyRowsPerStream: Figure;
+}
+
+export interface SizeInput {
+  rate: number;
+  facilities: number;
+  seriesPerFacility: number;
+  memoryBytes: number;
+  hotDays: number;
+  warmDays: number;
+  coldDays: number;
+  archiveYears: number;
+}
+
+export interface SizeReport {
+  input: SizeInput;
+  rowsPerDay: number;
+  series: number;
+  tiers: { name: string; days: number; bytes: number; note: string }[];
+  chunkInterval: { seconds: number; text: string; indexBytes: number; limitBytes: number; fits: boolean };
+  walBytesPerDay: number;
+  gateway: { cores: number; processes: number };
+  writers: { streams: number; perGateway: number; pgbouncerPoolSize: number };
+  archive: { objectsPerYear: number; objects: number };
+  measured: Measured;
+}
+
+const CANDIDATES: [number, string][] = [
+  [60, '1 minute'], [300, '5 minutes'], [600, '10 minutes'], [900, '15 minutes'], [1800, '30 minutes'],
+  [3600, '1 hour'], [7200, '2 hours'], [14400, '4 hours'], [21600, '6 hours'], [43200, '12 hours'], [86400, '1 day'], [604800, '7 days'],
+];
+
+/** Gateway processes run at most this busy, so bursts and GC have room. */
+export const GATEWAY_UTILISATION = 0.7;
+/** COPY streams are planned at half of what one stream sustains alone. */
+export const STREAM_UTILISATION = 0.5;
+/** STRATA_WRITERS's default. */
+export const DEFAULT_WRITERS = 4;
+
+export function size(input: SizeInput, m: Measured): SizeReport {
+  const rowsPerDay = input.rate * 86_400;
+  const perRow = m.bytesPerRow.value;
+  const ratio = m.compressionRatio.value;
+  const tiers = [
+    { name: 'hot (uncompressed)', days: input.hotDays, bytes: rowsPerDay * input.hotDays * perRow, note: 'default tablespace' },
+    { name: 'warm (compressed)', days: input.warmDays, bytes: (rowsPerDay * input.warmDays * perRow) / ratio, note: 'warm_data' },
+    { name: 'cold (compressed)', days: input.coldDays, bytes: (rowsPerDay * input.coldDays * perRow) / ratio, note: 'cold_data; same ratio as warm unless measured otherwise' },
+    { name: 'archive (S3 Glacier)', days: input.archiveYears * 365, bytes: (rowsPerDay * input.archiveYears * 365 * perRow) / ratio, note: 'tar.gz of compressed chunks, kept in S3' },
+  ];
+  // Timescale's rule: the indexes of the chunks being written fit in 25% of memory.
+  const limitBytes = input.memoryBytes * 0.25;
+  const perSecond = input.rate * m.indexBytesPerRow.value;
+  const fitting = CANDIDATES.filter(([s]) => s * perSecond <= limitBytes);
+  const [seconds, text] = fitting.at(-1) ?? CANDIDATES[0]!;
+  const cores = (input.rate * m.gatewayCpuUsPerRow.value) / 1e6;
+  const processes = Math.max(1, Math.ceil(cores / GATEWAY_UTILISATION));
+  const streams = Math.max(1, Math.ceil(input.rate / (m.copyRowsPerStream.value * STREAM_UTILISATION)));
+  // Never below the gateway's default of 4: every facility has a flush of its own in flight, and
+  // each batch pays a transaction and a ledger row besides its rows.
+  const perGateway = Math.max(DEFAULT_WRITERS, Math.ceil(streams / processes));
+  const objectsPerYear = Math.ceil((86_400 / seconds) * 365);
+  return {
+    input,
+    rowsPerDay,
+    series: input.facilities * input.seriesPerFacility,
+    tiers,
+    chunkInterval: { seconds, text, indexBytes: seconds * perSecond, limitBytes, fits: fitting.length > 0 },
+    walBytesPerDay: rowsPerDay * m.walBytesPerRow.value,
+    gateway: { cores, processes },
+    // Each gateway also keeps two connections for the series catalog and its replayer.
+    writers: { streams, perGateway, pgbouncerPoolSize: processes * (perGateway + 2) },
+    archive: { objectsPerYear, objects: objectsPerYear * input.archiveYears },
+    measured: m,
+  };
+}
+
+export function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+}
+
+/** "512GiB", "64 GB", "1TiB" or a byte count; null when unreadable. */
+export function parseBytes(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$/i.exec(text);
+  if (!m) return null;
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const pow = { b: 0, kb: 1, kib: 1, mb: 2, mib: 2, gb: 3, gib: 3, tb: 4, tib: 4 }[unit]!;
+  const base = unit.includes('i') || unit === 'b' ? 1024 : 1000;
+  return Math.round(Number(m[1]) * base ** pow);
+}
+
+export function formatSize(r: SizeReport): string {
+  const n = (x: number) => Math.round(x).toLocaleString('en-US');
+  const m = r.measured;
+  const lines = [
+    `Region sizing for ${n(r.input.rate)} metrics/s from ${r.input.facilities} facilities (${n(r.series)} series), database memory ${bytes(r.input.memoryBytes)}`,
+    '',
+    `rows per day:          ${n(r.rowsPerDay)}`,
+    ...r.tiers.map((t) => `${`${t.name}:`.padEnd(23)}${bytes(t.bytes).padStart(10)}  (${n(t.days)} days; ${t.note})`),
+    `chunk interval:        ${r.chunkInterval.text}  (indexes of one chunk ${bytes(r.chunkInterval.indexBytes)} ≤ 25% of memory, ${bytes(r.chunkInterval.limitBytes)})`,
+    ...(r.chunkInterval.fits ? [] : ['  WARNING: even 1-minute chunks exceed 25% of memory at this rate; add memory or split the region']),
+    `WAL per day:           ${bytes(r.walBytesPerDay)}`,
+    `gateway:               ${r.gateway.cores.toFixed(2)} cores of CPU → ${r.gateway.processes} strata serve process(es) at ≤ ${GATEWAY_UTILISATION * 100}% busy, one core each`,
+    `COPY writers:          ${r.writers.streams} streams → STRATA_WRITERS=${r.writers.perGateway} per gateway; PgBouncer default_pool_size ≥ ${r.writers.pgbouncerPoolSize}`,
+    `archive objects:       ${n(r.archive.objectsPerYear)} per year, ${n(r.archive.objects)} kept over ${r.input.archiveYears} years (one per chunk; ~40 KB Glacier overhead each)`,
+    '',
+    'figures used:',
+    `  bytes per row on disk  ${m.bytesPerRow.value}  (${m.bytesPerRow.source})`,
+    `  index bytes per row    ${m.indexBytesPerRow.value}  (${m.indexBytesPerRow.source})`,
+    `  compression ratio      ${m.compressionRatio.value}:1  (${m.compressionRatio.source})`,
+    `  WAL bytes per row      ${m.walBytesPerRow.value}  (${m.walBytesPerRow.source})`,
+    `  gateway CPU µs/metric  ${m.gatewayCpuUsPerRow.value}  (${m.gatewayCpuUsPerRow.source})`,
+    `  rows/s per COPY stream ${n(m.copyRowsPerStream.value)}  (${m.copyRowsPerStream.source})`,
+  ];
+  return lines.join('\n');
+}
