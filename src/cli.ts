@@ -1,5 +1,7 @@
 // Command line: parses arguments, loads configuration, and calls the modules below. Nothing imports it.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig, requireSetting, type Config } from './config.ts';
 import { migrate } from './db/migrate.ts';
@@ -27,6 +29,8 @@ commands:
   facility add <code> --region <r>  register a facility; prints its ingest token and reader login once
                [--name <text>] [--json]
   facility list [--json]            list facilities (never their tokens)
+  bench (--url <url> | --embedded | --testcontainers) [...]
+                                    the benchmark harness (see bench/run.ts; same as npm run bench --)
   size --rate <metrics/s> --facilities <n> --memory <e.g. 512GiB>
        [--series <per facility>] [--hot-days 30] [--warm-days 150] [--cold-days 365]
        [--archive-years 7] [--results bench/results] [--json]
@@ -159,6 +163,11 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
       case 'dev':
         await runDev(config, log, io.out);
         return 0;
+      case 'bench': {
+        // The harness lives in bench/ (it drives a gateway process and baselines); run it as its own process.
+        const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../bench/run.ts', import.meta.url)), ...args], { stdio: 'inherit', env: io.env });
+        return r.status ?? 1;
+      }
       case 'size':
         io.out(sizeCommand(args));
         return 0;

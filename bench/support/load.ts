@@ -1,0 +1,132 @@
+// Drives the gateway with concurrent keep-alive collectors until a row count or a duration, shows
+// progress, and measures what the database committed (not what the client sent).
+import { FIELDS, makeBatch, type Batch, type Workload } from './workload.ts';
+
+export interface LoadOptions {
+  url: string;
+  /** Token of each facility. */
+  tokens: string[];
+  workload: Workload;
+  clients: number;
+  rowsTarget?: number | undefined;
+  durationS?: number | undefined;
+  intervalS: number;
+  /** Rows in strata.metrics now. */
+  count(): Promise<number>;
+  log(line: string): void;
+  /** The gateway's CPU seconds so far, when it runs in its own process. */
+  cpu?: () => number;
+}
+
+export interface LoadResult {
+  sentRows: number;
+  ackedRows: number;
+  committedRows: number;
+  lostRows: number;
+  rowsPerSecond: number;
+  seconds: number;
+  ack: { p50: number; p99: number; p999: number };
+  retried: number;
+  failed: number;
+  /** Committed rows/s in each interval. */
+  intervals: number[];
+  gatewayCpuSeconds: number | null;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function send(url: string, token: string, b: Batch, gzip: boolean): Promise<{ status: number; retryAfter: number }> {
+  const res = await fetch(`${url}/api/v2/write?precision=ns`, {
+    method: 'POST',
+    body: b.body as BodyInit,
+    headers: { Authorization: `Token ${token}`, ...(gzip ? { 'Content-Encoding': 'gzip' } : {}) },
+  });
+  await res.arrayBuffer();
+  return { status: res.status, retryAfter: Number(res.headers.get('retry-after') ?? 1) };
+}
+
+export async function drive(o: LoadOptions): Promise<LoadResult> {
+  const F = o.tokens.length;
+  const start = Date.UTC(2026, 10, 21);
+  // Warm-up (not measured): one line per tag set and facility creates every series, at tick 0.
+  const warm = { ...o.workload, linesPerBatch: Math.max(1, Math.floor(o.workload.seriesPerFacility / FIELDS)) };
+  await Promise.all(o.tokens.map(async (t, f) => {
+    const r = await send(o.url, t, makeBatch(warm, f, 0, start), o.workload.gzip);
+    if (r.status !== 204) throw new Error(`warm-up batch of facility ${f} answered ${r.status}`);
+  }));
+  const base = await o.count();
+  const cpu0 = o.cpu?.() ?? null;
+  let next = F; // batch number g → facility g % F, round ⌊g / F⌋
+  let sent = 0;
+  let acked = 0;
+  let retried = 0;
+  let failed = 0;
+  const latencies: number[] = [];
+  const t0 = performance.now();
+  const done = () => (o.rowsTarget !== undefined ? sent >= o.rowsTarget : (performance.now() - t0) / 1000 >= o.durationS!);
+  const intervals: number[] = [];
+  let last = { at: t0, committed: base };
+  let stopProgress = false;
+  const progress = (async () => {
+    while (!stopProgress) {
+      await sleep(o.intervalS * 1000);
+      const now = performance.now();
+      const committed = await o.count();
+      const rate = Math.round((committed - last.committed) / ((now - last.at) / 1000));
+      intervals.push(rate);
+      last = { at: now, committed };
+      o.log(`[${Math.round((now - t0) / 1000)} s] sent ${sent.toLocaleString()} rows, acked ${acked.toLocaleString()}, committed ${(committed - base).toLocaleString()} (${rate.toLocaleString()} rows/s)`);
+    }
+  })();
+  await Promise.all(
+    Array.from({ length: o.clients }, async () => {
+      while (!done()) {
+        const g = next++;
+        const batch = makeBatch(o.workload, g % F, Math.floor(g / F), start);
+        sent += batch.rows;
+        for (;;) {
+          const t = performance.now();
+          const r = await send(o.url, o.tokens[g % F]!, batch, o.workload.gzip);
+          if (r.status === 204) {
+            latencies.push(performance.now() - t);
+            acked += batch.rows;
+            break;
+          }
+          if (r.status === 429 || r.status === 503) {
+            retried++;
+            await sleep(r.retryAfter * 1000);
+            continue;
+          }
+          failed++;
+          o.log(`batch ${g} answered ${r.status}; not retried`);
+          break;
+        }
+      }
+    }),
+  );
+  // Every acknowledged row is durable; wait for the last ones to be visible, then count.
+  let committed = await o.count();
+  for (let i = 0; i < 600 && committed - base < acked; i++) {
+    await sleep(100);
+    committed = await o.count();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  stopProgress = true;
+  await progress;
+  latencies.sort((a, b) => a - b);
+  const q = (p: number) => +(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0).toFixed(1);
+  const committedRows = committed - base;
+  return {
+    sentRows: sent,
+    ackedRows: acked,
+    committedRows,
+    lostRows: Math.max(0, acked - committedRows),
+    rowsPerSecond: Math.round(committedRows / seconds),
+    seconds: +seconds.toFixed(1),
+    ack: { p50: q(0.5), p99: q(0.99), p999: q(0.999) },
+    retried,
+    failed,
+    intervals,
+    gatewayCpuSeconds: cpu0 === null ? null : o.cpu!() - cpu0,
+  };
+}
