@@ -5,6 +5,7 @@
 //   npm run bench -- --url postgres://postgres@127.0.0.1:5432/postgres [--rows 2000000 | --duration 600]
 //       [--facilities 50] [--series 1000] [--batch-lines 5000] [--clients 50] [--chunk-interval "1 hour"]
 //       [--interval 10] [--gzip true] [--baselines true] [--node-args "--cpu-prof"] [--out bench/results]
+//       [--rate <metrics/s>]   open loop: a fixed offered rate (ack latency at 80% of the maximum, overload)
 //   npm run bench -- --embedded [--rows 200000]     PGlite-TimescaleDB in this process; small runs only
 //   npm run bench -- --testcontainers               timescale/timescaledb-ha through a Docker engine
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -32,6 +33,7 @@ const { values } = parseArgs({
     testcontainers: { type: 'boolean' },
     rows: { type: 'string' },
     duration: { type: 'string' },
+    rate: { type: 'string' },
     facilities: { type: 'string', default: '50' },
     series: { type: 'string', default: '1000' },
     'batch-lines': { type: 'string', default: '5000' },
@@ -54,6 +56,7 @@ const workload = { facilities: F, seriesPerFacility: Number(values.series), line
 const clients = Number(values.clients ?? F);
 const durationS = values.duration ? Number(values.duration) : undefined;
 const rowsTarget = durationS ? undefined : Number(values.rows ?? (values.embedded ? 200_000 : 2_000_000));
+const rate = values.rate ? Number(values.rate) : undefined;
 const say = (line: string) => process.stderr.write(line + '\n');
 
 async function setup(db: Db): Promise<string[]> {
@@ -88,7 +91,7 @@ try {
         maxBodyBytes: 64 << 20, batchRows: 20_000, batchAgeMs: 100, seriesLimit: 1_000_000, ledgerRetention: '2 days', defaultMetrics: false,
       });
       const cpu0 = process.cpuUsage();
-      load = await drive({ url: gw.url, tokens, workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), count: () => countRows(db), log: say });
+      load = await drive({ url: gw.url, tokens, workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), count: () => countRows(db), log: say, rate });
       const used = process.cpuUsage(cpu0);
       gatewayFigures = { cpuUsPerRow: +((used.user + used.system) / load.committedRows).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), where: 'in-process with PGlite and the load generator' };
       await gw.stop();
@@ -113,7 +116,7 @@ try {
       versions = await serverVersions(db);
       const nodeArgs = values['node-args'].split(' ').filter(Boolean);
       const gw = await startGatewayProcess({ STRATA_DATABASE_URL: bouncer.url(scratch), STRATA_REGION: 'bench', STRATA_SPOOL_DIR: join(work, 'spool'), STRATA_SERIES_LIMIT: '1000000' }, nodeArgs);
-      load = await drive({ url: gw.url, tokens, workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), count: () => countRows(db), log: say, cpu: () => gw.stat().cpuSeconds });
+      load = await drive({ url: gw.url, tokens, workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), count: () => countRows(db), log: say, cpu: () => gw.stat().cpuSeconds, rate });
       const stat = gw.stat();
       gatewayFigures = { cpuUsPerRow: load.gatewayCpuSeconds === null ? null : +((load.gatewayCpuSeconds * 1e6) / load.committedRows).toFixed(2), peakRssMiB: stat.peakRssMiB, where: 'strata serve, its own process' };
       await gw.stop();
@@ -141,7 +144,7 @@ try {
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     `| ${load!.ack.p50} | ${load!.ack.p99} | ${load!.ack.p999} | ${gatewayFigures!.cpuUsPerRow ?? '—'} | ${gatewayFigures!.peakRssMiB ?? '—'} | ${load!.lostRows} | ${bytesPerRow} |`,
     '',
-    `Gateway figures: ${gatewayFigures!.where}. Committed rows/s per ${values.interval} s interval: ${load!.intervals.map((r) => r.toLocaleString()).join(', ')}.`,
+    `Gateway figures: ${gatewayFigures!.where}. ${rate ? `Open loop at ${rate.toLocaleString()} metrics/s offered (${load!.late} batches left late, ${load!.retried} retried after 429/503). ` : `Closed loop (each collector waits for its answer). `}Committed rows/s per ${values.interval} s interval: ${load!.intervals.map((r) => r.toLocaleString()).join(', ')}.`,
   ];
   console.log(writeTable(values.out, 'bench', command, versions, { target: values.embedded ? 'embedded PGlite' : values.testcontainers ? 'testcontainers' : 'url + PgBouncer (transaction)', ...workload, clients, chunkInterval: values['chunk-interval'] }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow }));
   if (load!.lostRows !== 0) {

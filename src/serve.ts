@@ -57,7 +57,9 @@ export async function serve(config: Config, log: Logger, out: (text: string) => 
   const url = requireSetting(config, 'databaseUrl', 'for strata serve (the gateway writes through PgBouncer)');
   const region = requireSetting(config, 'region', 'for strata serve (the gateway accepts only facilities of its region)');
   const signal = untilSignal(log);
-  const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: config.writeTimeoutMs });
+  // The statement ceiling only frees connections PgBouncer holds while its server is down; the
+  // writer's own (adaptive) deadline decides when a batch is retried or spooled.
+  const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: Math.max(30_000, 2 * config.writeTimeoutMs) });
   let gateway: Gateway;
   try {
     gateway = await startGateway(db, log, gatewayOptions(config, region));

@@ -16,6 +16,8 @@ export interface LoadOptions {
   log(line: string): void;
   /** The gateway's CPU seconds so far, when it runs in its own process. */
   cpu?: () => number;
+  /** Open loop: offer this many metrics/s on a fixed schedule (at most `clients` requests in flight). */
+  rate?: number | undefined;
 }
 
 export interface LoadResult {
@@ -28,6 +30,8 @@ export interface LoadResult {
   ack: { p50: number; p99: number; p999: number };
   retried: number;
   failed: number;
+  /** Open loop only: batches that left later than scheduled because every collector was busy. */
+  late: number;
   /** Committed rows/s in each interval. */
   intervals: number[];
   gatewayCpuSeconds: number | null;
@@ -78,32 +82,51 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
       o.log(`[${Math.round((now - t0) / 1000)} s] sent ${sent.toLocaleString()} rows, acked ${acked.toLocaleString()}, committed ${(committed - base).toLocaleString()} (${rate.toLocaleString()} rows/s)`);
     }
   })();
-  await Promise.all(
-    Array.from({ length: o.clients }, async () => {
-      while (!done()) {
-        const g = next++;
-        const batch = makeBatch(o.workload, g % F, Math.floor(g / F), start);
-        sent += batch.rows;
-        for (;;) {
-          const t = performance.now();
-          const r = await send(o.url, o.tokens[g % F]!, batch, o.workload.gzip);
-          if (r.status === 204) {
-            latencies.push(performance.now() - t);
-            acked += batch.rows;
-            break;
-          }
-          if (r.status === 429 || r.status === 503) {
-            retried++;
-            await sleep(r.retryAfter * 1000);
-            continue;
-          }
-          failed++;
-          o.log(`batch ${g} answered ${r.status}; not retried`);
-          break;
-        }
+  /** Sends batch g until it is acknowledged (429/503 are retried after Retry-After, as Telegraf does). */
+  const deliver = async (g: number) => {
+    const batch = makeBatch(o.workload, g % F, Math.floor(g / F), start);
+    sent += batch.rows;
+    const t = performance.now();
+    for (;;) {
+      const r = await send(o.url, o.tokens[g % F]!, batch, o.workload.gzip);
+      if (r.status === 204) {
+        latencies.push(performance.now() - t);
+        acked += batch.rows;
+        return;
       }
-    }),
-  );
+      if (r.status === 429 || r.status === 503) {
+        retried++;
+        await sleep(r.retryAfter * 1000);
+        continue;
+      }
+      failed++;
+      o.log(`batch ${g} answered ${r.status}; not retried`);
+      return;
+    }
+  };
+  let late = 0;
+  if (o.rate) {
+    // Open loop: batch k leaves at t0 + k·(rows per batch ÷ rate); latency includes any retries.
+    const every = (o.workload.linesPerBatch * FIELDS * 1000) / o.rate;
+    const inFlight = new Set<Promise<void>>();
+    for (let k = 0; !done(); k++) {
+      const due = t0 + k * every;
+      if (performance.now() < due) await sleep(due - performance.now());
+      if (inFlight.size >= o.clients) {
+        late++;
+        await Promise.race(inFlight);
+      }
+      const p: Promise<void> = deliver(next++).finally(() => inFlight.delete(p));
+      inFlight.add(p);
+    }
+    await Promise.all(inFlight);
+  } else {
+    await Promise.all(
+      Array.from({ length: o.clients }, async () => {
+        while (!done()) await deliver(next++);
+      }),
+    );
+  }
   // Every acknowledged row is durable; wait for the last ones to be visible, then count.
   let committed = await o.count();
   for (let i = 0; i < 600 && committed - base < acked; i++) {
@@ -126,6 +149,7 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
     ack: { p50: q(0.5), p99: q(0.99), p999: q(0.999) },
     retried,
     failed,
+    late,
     intervals,
     gatewayCpuSeconds: cpu0 === null ? null : o.cpu!() - cpu0,
   };

@@ -28,6 +28,13 @@ export interface AcceptResult {
   retryAfter?: number;
 }
 
+/** A request's rows, encoded once, ready for its facility's batcher. */
+export interface Prepared {
+  encoded: Buffer;
+  rowCount: number;
+  rejected: LineError[];
+}
+
 export interface Pressure {
   status: 429 | 503;
   retryAfter: number;
@@ -67,7 +74,11 @@ export class Ingestor {
     return b;
   }
 
-  async accept(facility: Facility, parsed: ParseResult, receiveNs: bigint): Promise<AcceptResult> {
+  /**
+   * Series ids and the one binary encoding of a request's rows. What it returns holds no parsed
+   * points, so a caller that drops its own reference to them frees them before waiting in the queue.
+   */
+  async prepare(facility: Facility, parsed: ParseResult, receiveNs: bigint): Promise<Prepared | AcceptResult> {
     const rejected = [...parsed.errors, ...parsed.fieldErrors];
     const strings: string[] = [];
     for (const p of parsed.points) {
@@ -117,19 +128,24 @@ export class Ingestor {
     if (overLimit) this.metrics.rowsRejected.inc({ reason: 'series_limit' }, overLimit);
     if (rows.length === 0) return { status: rejected.length ? 400 : 204, written: 0, rejected };
 
-    const bytes = rows.length * TUPLE_BYTES;
-    const pressure = this.pressure(bytes);
+    const pressure = this.pressure(rows.length * TUPLE_BYTES);
     if (pressure) return { status: pressure.status, written: 0, rejected: [], message: pressure.message, retryAfter: pressure.retryAfter };
-    const encoded = encodeTuples(rows);
+    return { encoded: encodeTuples(rows), rowCount: rows.length, rejected };
+  }
+
+  /** Queues prepared rows in the facility's batcher; resolves once they are durable (or refused). */
+  async enqueue(facility: Facility, prepared: Prepared): Promise<AcceptResult> {
+    const { encoded, rowCount, rejected } = prepared;
+    const bytes = encoded.length;
     this.queuedBytes += bytes;
     this.metrics.queuedBytes.set(this.queuedBytes);
     const started = performance.now();
-    const outcome = await new Promise<PartOutcome>((done) => this.batcher(facility.id).add({ rows: encoded, rowCount: rows.length, done }));
+    const outcome = await new Promise<PartOutcome>((done) => this.batcher(facility.id).add({ rows: encoded, rowCount, done }));
     this.queuedBytes -= bytes;
     this.metrics.queuedBytes.set(this.queuedBytes);
     if (!outcome.ok) return { status: outcome.status as AcceptResult['status'], written: 0, rejected, message: outcome.message, ...(outcome.status === 503 ? { retryAfter: 30 } : {}) };
     this.metrics.ackSeconds.observe((performance.now() - started) / 1000);
-    return { status: rejected.length ? 400 : 204, written: rows.length, rejected };
+    return { status: rejected.length ? 400 : 204, written: rowCount, rejected };
   }
 
   /** Flushes every facility's pending rows and waits until each batch is committed, spooled or refused. */

@@ -71,25 +71,22 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
       held += n;
       return true;
     };
-    let parsed: ParseResult | { error: string };
+    let parsed: ParseResult | null;
     try {
-      const body = await readBody(req, opts.maxBodyBytes, take);
-      if (!body.ok) {
-        metrics.errors.inc({ stage: 'receive' });
-        const headers: Record<string, string> = body.status === 413 ? { Connection: 'close' } : body.status === 429 ? { 'Retry-After': '1', Connection: 'close' } : {};
-        return fail(res, body.status, body.message, {}, headers);
+      const got = await readAndParse(req, endpoint, precision, take);
+      if ('status' in got) {
+        metrics.errors.inc({ stage: got.status === 400 ? 'parse' : 'receive' });
+        const headers: Record<string, string> = got.status === 413 ? { Connection: 'close' } : got.status === 429 ? { 'Retry-After': '1', Connection: 'close' } : {};
+        return fail(res, got.status, got.message, {}, headers);
       }
-      metrics.bytesReceived.inc(body.rawBytes);
-      parsed = endpoint === 'json' ? parseJsonMetrics(body.body) : parseLineProtocol(body.body, precision, opts.maxLineChars);
+      parsed = got;
     } finally {
       receivingBytes -= held;
     }
-    if ('error' in parsed) {
-      metrics.errors.inc({ stage: 'parse' });
-      return fail(res, 400, parsed.error);
-    }
     const nowNs = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n;
-    const r = await ingestor.accept(auth.facility, parsed, nowNs);
+    const prepared = await ingestor.prepare(auth.facility, parsed, nowNs);
+    parsed = null; // the parsed points are garbage from here on, while the encoded rows wait
+    const r = 'encoded' in prepared ? await ingestor.enqueue(auth.facility, prepared) : prepared;
     if (r.status === 204) return send(res, 204);
     const what = endpoint === 'json' ? 'index' : 'line';
     const listed = r.rejected.slice(0, MAX_LISTED).map((e) => ({ [what]: e.line, reason: e.reason }));
@@ -99,6 +96,15 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
       return fail(res, 400, message, { written: r.written, rejectedCount: r.rejected.length, rejected: listed });
     }
     return fail(res, r.status, r.message ?? 'request failed', { written: r.written, rejectedCount: r.rejected.length, rejected: listed }, r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {});
+  }
+
+  /** The body, read and parsed; the raw bytes are released when this returns. */
+  async function readAndParse(req: IncomingMessage, endpoint: Endpoint, precision: Precision, take: (n: number) => boolean): Promise<ParseResult | { status: 400 | 413 | 415 | 429; message: string }> {
+    const body = await readBody(req, opts.maxBodyBytes, take);
+    if (!body.ok) return { status: body.status, message: body.message };
+    metrics.bytesReceived.inc(body.rawBytes);
+    const parsed = endpoint === 'json' ? parseJsonMetrics(body.body) : parseLineProtocol(body.body, precision, opts.maxLineChars);
+    return 'error' in parsed ? { status: 400, message: parsed.error } : parsed;
   }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<string> {

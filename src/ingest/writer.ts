@@ -18,9 +18,18 @@ import type { SpoolRecord } from './types.ts';
 export interface WriterOptions {
   /** Attempts per batch before it is spooled (retryable errors only). */
   maxAttempts: number;
-  /** One attempt's deadline; past it the outcome is unknown and the batch is retried (the ledger dedups). */
+  /**
+   * One attempt's deadline; past it the outcome is unknown and the batch is retried (the ledger
+   * dedups). It grows with the database's recent answer times (see deadline()), so a database that is
+   * slow under load is waited for rather than taken for down.
+   */
   attemptTimeoutMs: number;
 }
+
+/** An attempt may take this many times the recent average before it counts as lost… */
+const SLOWDOWN = 10;
+/** …but never longer than this. */
+const MAX_DEADLINE_MS = 15_000;
 
 type Outcome = 'committed' | 'duplicate';
 
@@ -35,6 +44,8 @@ export function partId(id: string, i: number): string {
 export class Writer {
   /** True after a batch exhausted its retries; cleared by markUp() once the database answers again. */
   down = false;
+  /** Moving average of successful attempts' durations, ms. */
+  private averageMs = 0;
 
   constructor(
     private readonly db: Db,
@@ -49,6 +60,11 @@ export class Writer {
     this.down = false;
   }
 
+  /** The current attempt deadline: the configured one, or SLOWDOWN × the recent average if longer. */
+  deadline(): number {
+    return Math.max(this.opts.attemptTimeoutMs, Math.min(MAX_DEADLINE_MS, SLOWDOWN * this.averageMs));
+  }
+
   /** One transaction: the ledger row, then the rows; 'duplicate' when the ledger already has the id. */
   async commit(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[]): Promise<Outcome> {
     const started = performance.now();
@@ -60,12 +76,15 @@ export class Writer {
       return 'committed' as const;
     });
     let timer: NodeJS.Timeout | undefined;
+    const ms = this.deadline();
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(Object.assign(new Error(`batch ${id}: no answer within ${this.opts.attemptTimeoutMs} ms`), { code: 'ETIMEDOUT' })), this.opts.attemptTimeoutMs);
+      timer = setTimeout(() => reject(Object.assign(new Error(`batch ${id}: no answer within ${ms} ms`), { code: 'ETIMEDOUT' })), ms);
     });
     try {
       const outcome = await Promise.race([attempt, deadline]);
-      this.metrics.copySeconds.observe((performance.now() - started) / 1000);
+      const took = performance.now() - started;
+      this.averageMs = this.averageMs === 0 ? took : 0.8 * this.averageMs + 0.2 * took;
+      this.metrics.copySeconds.observe(took / 1000);
       if (outcome === 'duplicate') this.metrics.duplicatesAvoided.inc();
       else {
         this.metrics.rowsCommitted.inc({ facility: this.facilityCode(facilityId) }, rowCount);
