@@ -1,6 +1,8 @@
 // Per-facility batching: parts (one request's encoded rows each) gather until the batch holds
 // `maxRows` rows or its oldest part is `maxAgeMs` old, then one flush writes them as one batch.
-// One flush is in flight per facility; parts arriving meanwhile wait for the next one (DESIGN §8.5).
+// At most `maxInFlight` flushes of a facility run at once; parts arriving meanwhile wait for the
+// next one (DESIGN §8.5). A second flush in flight lets a request larger than a batch be written
+// by two writers at once instead of one batch after another.
 import { randomUUID } from 'node:crypto';
 
 export type PartOutcome = { ok: true; via: 'db' | 'spool' } | { ok: false; status: number; message: string };
@@ -23,6 +25,8 @@ export interface Batch {
 export interface BatcherOptions {
   maxRows: number;
   maxAgeMs: number;
+  /** Flushes of this facility in flight at once (default 1). */
+  maxInFlight?: number;
 }
 
 export class Batcher {
@@ -30,7 +34,7 @@ export class Batcher {
   private pendingRows = 0;
   private firstAt = 0;
   private timer: NodeJS.Timeout | null = null;
-  private inFlight: Promise<void> | null = null;
+  private inFlight = new Set<Promise<void>>();
 
   constructor(
     readonly facilityId: number,
@@ -51,18 +55,23 @@ export class Batcher {
 
   /** Flushes everything pending and waits until no flush is in flight. */
   async drain(): Promise<void> {
-    while (this.inFlight || this.pending.length > 0) {
-      if (this.inFlight) await this.inFlight;
-      else this.start();
+    while (this.inFlight.size > 0 || this.pending.length > 0) {
+      if (this.pending.length > 0 && this.inFlight.size < this.limit) this.start();
+      else await Promise.race(this.inFlight);
     }
   }
 
+  private get limit(): number {
+    return this.opts.maxInFlight ?? 1;
+  }
+
   private schedule(): void {
-    if (this.inFlight || this.pending.length === 0) return;
-    const age = Date.now() - this.firstAt;
-    if (this.pendingRows >= this.opts.maxRows || age >= this.opts.maxAgeMs) {
+    while (this.pending.length > 0 && this.inFlight.size < this.limit && (this.pendingRows >= this.opts.maxRows || Date.now() - this.firstAt >= this.opts.maxAgeMs)) {
       this.start();
-    } else if (!this.timer) {
+    }
+    if (this.pending.length === 0 || this.inFlight.size >= this.limit) return;
+    const age = Date.now() - this.firstAt;
+    if (!this.timer) {
       this.timer = setTimeout(() => {
         this.timer = null;
         this.schedule();
@@ -92,14 +101,15 @@ export class Batcher {
       this.timer = null;
     }
     const batch = this.take();
-    this.inFlight = this.flush(batch)
+    const flight: Promise<void> = this.flush(batch)
       .catch((err: unknown) => {
         // The writer settles every part itself; this only guards against a bug leaving one unsettled.
         for (const p of batch.parts) p.done({ ok: false, status: 500, message: `internal error: ${String(err)}` });
       })
       .finally(() => {
-        this.inFlight = null;
+        this.inFlight.delete(flight);
         this.schedule();
       });
+    this.inFlight.add(flight);
   }
 }

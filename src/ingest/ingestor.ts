@@ -17,6 +17,8 @@ export interface IngestorOptions {
   batchAgeMs: number;
   maxQueueBytes: number;
   seriesLimit: number;
+  /** Flushes of one facility in flight at once (default 2: a request larger than a batch is written by two writers). */
+  flushesPerFacility?: number;
 }
 
 export interface AcceptResult {
@@ -68,7 +70,7 @@ export class Ingestor {
   private batcher(facilityId: number): Batcher {
     let b = this.batchers.get(facilityId);
     if (!b) {
-      b = new Batcher(facilityId, { maxRows: this.opts.batchRows, maxAgeMs: this.opts.batchAgeMs }, (batch) => this.writer.write(batch));
+      b = new Batcher(facilityId, { maxRows: this.opts.batchRows, maxAgeMs: this.opts.batchAgeMs, maxInFlight: this.opts.flushesPerFacility ?? 2 }, (batch) => this.writer.write(batch));
       this.batchers.set(facilityId, b);
     }
     return b;
