@@ -9,8 +9,8 @@
 //
 // The URL is a superuser connection (trust or password) to a TimescaleDB server; a scratch database is
 // created and dropped. PgBouncer (/usr/sbin/pgbouncer) is started on a free port in front of it.
-import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -21,6 +21,7 @@ import { openDb } from '../src/db/open.ts';
 import { tokenHash } from '../src/facilities/secrets.ts';
 import { METRICS_COPY_BINARY, encodeBinary, type MetricRow } from '../src/ingest/copy-encode.ts';
 import { startBouncer } from './support/bouncer.ts';
+import { startGatewayProcess } from './support/gateway-process.ts';
 import { writeResults, type GatewayRun } from './support/report.ts';
 
 const { values } = parseArgs({
@@ -86,37 +87,20 @@ async function count(): Promise<number> {
   return (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.metrics')).rows[0]!.n;
 }
 
-function procStat(pid: number): { cpuSeconds: number; peakRssMiB: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  const ticks = Number(stat[11]) + Number(stat[12]); // utime + stime (fields 14, 15)
-  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  return { cpuSeconds: ticks / 100, peakRssMiB: Math.round(Number(hwm) / 1024) };
-}
-
 async function gatewayRun(cfg: (typeof sweep)[number], round: number, tokens: string[]): Promise<GatewayRun> {
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const nodeArgs = values['node-args'].split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, join(import.meta.dirname, '../bin/strata.js'), 'serve'], {
-    env: {
-      ...process.env,
+  const gw = await startGatewayProcess(
+    {
       STRATA_DATABASE_URL: bouncer.url(scratch),
       STRATA_REGION: 'bench',
-      STRATA_LISTEN: `127.0.0.1:${port}`,
       STRATA_SPOOL_DIR: join(work, `spool-${round}`),
       STRATA_BATCH_ROWS: String(cfg.batchRows),
       STRATA_BATCH_AGE_MS: String(cfg.batchAgeMs),
       STRATA_WRITERS: String(cfg.writers),
       STRATA_WRITE_TIMEOUT_MS: '10000',
-      STRATA_LOG_LEVEL: 'warn',
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if (await fetch(`${base}/ready`).then((r) => r.ok, () => false)) break;
-    if (i > 300) throw new Error('gateway did not become ready');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+    values['node-args'].split(' ').filter(Boolean),
+  );
+  const base = gw.url;
   const bodies = makeBodies(round);
   const send = async (b: { facility: number; body: Buffer }) => {
     const t0 = performance.now();
@@ -133,7 +117,7 @@ async function gatewayRun(cfg: (typeof sweep)[number], round: number, tokens: st
   const warm = bodies.splice(0, F);
   await Promise.all(warm.map(send));
   const before = await count();
-  const cpu0 = procStat(child.pid!).cpuSeconds;
+  const cpu0 = gw.stat().cpuSeconds;
   const latencies: number[] = [];
   const t0 = performance.now();
   let next = 0;
@@ -144,10 +128,9 @@ async function gatewayRun(cfg: (typeof sweep)[number], round: number, tokens: st
   );
   const seconds = (performance.now() - t0) / 1000;
   const committed = (await count()) - before;
-  const stat = procStat(child.pid!);
-  const spooled = /strata_ingest_rows_spooled_total (\d+)/.exec(await (await fetch(`${base}/metrics`)).text())?.[1];
-  child.kill('SIGTERM');
-  await new Promise((r) => child.once('exit', r));
+  const stat = gw.stat();
+  const spooled = await gw.counter('strata_ingest_rows_spooled_total');
+  await gw.stop();
   const sent = bodies.length * perRequest;
   if (committed !== sent) throw new Error(`${committed} rows committed, ${sent} sent`);
   latencies.sort((a, b) => a - b);
@@ -161,7 +144,7 @@ async function gatewayRun(cfg: (typeof sweep)[number], round: number, tokens: st
     peakRssMiB: stat.peakRssMiB,
     ackP50Ms: q(0.5),
     ackP99Ms: q(0.99),
-    spooledRows: Number(spooled ?? 0),
+    spooledRows: spooled,
   };
 }
 
