@@ -11,11 +11,10 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
-import pg from 'pg';
 import { migrate } from '../src/db/migrate.ts';
-import { openDb } from '../src/db/open.ts';
 import type { Db } from '../src/db/port.ts';
 import { METRICS_COPY_BINARY, METRICS_COPY_TEXT, encodeBinary, encodeText, type MetricRow } from '../src/ingest/copy-encode.ts';
+import { scratchDatabase } from './support/scratch.ts';
 
 const { values } = parseArgs({
   options: {
@@ -64,18 +63,14 @@ interface Result {
 }
 
 const server = new URL(values.url);
-const scratch = `strata_bench_${process.pid}`;
-const admin = new pg.Client({ connectionString: values.url });
-await admin.connect();
-await admin.query(`CREATE DATABASE ${scratch}`);
-const dbUrl = new URL(values.url);
-dbUrl.pathname = `/${scratch}`;
-const db = await openDb(dbUrl.toString(), { max: 1 });
+const scratch = await scratchDatabase(values.url, 'strata_bench', 1);
+const db = scratch.db;
+const dbUrl = scratch.url;
 const results: Result[] = [];
 const fileDir = join(tmpdir(), `strata-bench-${process.pid}`);
 try {
   await migrate(db, { chunkInterval: '1 hour' });
-  const version = (await db.query<{ v: string; t: string }>(`SELECT current_setting('server_version') AS v, (SELECT extversion FROM pg_extension WHERE extname='timescaledb') AS t`)).rows[0]!;
+  const versions = await scratch.versions();
   const rows = makeRows();
   mkdirSync(fileDir, { recursive: true });
   const file = join(fileDir, 'rows.tsv');
@@ -83,7 +78,7 @@ try {
 
   const methods: Record<string, () => Promise<number | null>> = {
     'psql \\copy (text file)': async () => {
-      await promisify(execFile)('psql', [dbUrl.toString(), '-v', 'ON_ERROR_STOP=1', '-c', `\\copy strata.metrics (time, facility_id, series_id, value) FROM '${file}'`]);
+      await promisify(execFile)('psql', [dbUrl, '-v', 'ON_ERROR_STOP=1', '-c', `\\copy strata.metrics (time, facility_id, series_id, value) FROM '${file}'`]);
       return null;
     },
     'port COPY text': async () => {
@@ -120,7 +115,7 @@ try {
     date: new Date().toISOString(),
     command,
     machine: { cpus: cpus().length, model: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30) },
-    versions: { node: process.version, postgres: version.v, timescaledb: version.t },
+    versions: { node: process.version, ...versions },
     configuration: { rows: total, batchRows: batch, facilities: F, seriesPerFacility: S, chunkInterval: '1 hour', indexes: 'time DESC; (facility_id, series_id, time DESC)' },
   };
   mkdirSync(values.out, { recursive: true });
@@ -144,7 +139,5 @@ try {
   console.log(md);
 } finally {
   rmSync(fileDir, { recursive: true, force: true });
-  await db.close();
-  await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`);
-  await admin.end();
+  await scratch.drop();
 }

@@ -10,8 +10,8 @@
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { migrate } from '../src/db/migrate.ts';
-import { openDb } from '../src/db/open.ts';
 import { addFacility } from '../src/facilities/registry.ts';
+import { scratchDatabase } from './support/scratch.ts';
 import { writeTable } from './support/table.ts';
 
 const { values } = parseArgs({
@@ -35,13 +35,9 @@ const days = Number(values.days);
 const step = Number(values['step-minutes']);
 const runs = Number(values.runs);
 
-const scratch = `strata_viewbench_${process.pid}`;
-const server = new pg.Client({ connectionString: values.url });
-await server.connect();
-await server.query(`CREATE DATABASE ${scratch}`);
-const direct = new URL(values.url);
-direct.pathname = `/${scratch}`;
-const db = await openDb(direct.toString(), { max: 2 });
+const scratch = await scratchDatabase(values.url, 'strata_viewbench');
+const db = scratch.db;
+const direct = new URL(scratch.url);
 const roles: string[] = [];
 const clients: pg.Client[] = [];
 
@@ -71,7 +67,7 @@ try {
   // Materialize the hourly rollup (what its refresh policy keeps up to date on a server).
   await db.exec(`CALL refresh_continuous_aggregate('strata.metrics_hourly', NULL, date_trunc('hour', now()) - interval '1 hour')`);
   await db.exec('ANALYZE');
-  const versions = (await db.query<{ v: string; t: string }>(`SELECT current_setting('server_version') AS v, (SELECT extversion FROM pg_extension WHERE extname='timescaledb') AS t`)).rows[0]!;
+  const versions = await scratch.versions();
   const chunkInfo = (await db.query<{ n: number; c: number }>(`SELECT count(*)::int AS n, count(*) FILTER (WHERE is_compressed)::int AS c FROM timescaledb_information.chunks`)).rows[0]!;
 
   const readerUrl = new URL(direct);
@@ -135,7 +131,7 @@ try {
   const srv = new URL(values.url);
   const command = `npx tsx bench/facility-view.ts --url postgres://${srv.username}@${srv.host}/… --facilities ${F} --series ${S} --days ${days} --step-minutes ${step} --runs ${runs}`;
   console.log(
-    writeTable(values.out, 'facility-view', command, { postgres: versions.v, timescaledb: versions.t }, { rows, chunks: chunkInfo.n, compressedChunks: chunkInfo.c, facilities: F, seriesPerFacility: S, runs }, [
+    writeTable(values.out, 'facility-view', command, versions, { rows, chunks: chunkInfo.n, compressedChunks: chunkInfo.c, facilities: F, seriesPerFacility: S, runs }, [
       '| query (one facility of ' + F + ') | through the view, as its reader (median ms) | base table, as owner (median ms) | view ÷ base |',
       '| --- | ---: | ---: | ---: |',
       ...results.map((r) => `| ${r.query} | ${r.viewMs} | ${r.baseMs} | ${r.ratio} |`),
@@ -143,8 +139,5 @@ try {
   );
 } finally {
   for (const c of clients) await c.end().catch(() => {});
-  await db.close();
-  await server.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`);
-  for (const r of roles) await server.query(`DROP ROLE IF EXISTS "${r}"`);
-  await server.end();
+  await scratch.drop(roles);
 }

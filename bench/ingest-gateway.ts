@@ -15,14 +15,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import pg from 'pg';
 import { migrate } from '../src/db/migrate.ts';
-import { openDb } from '../src/db/open.ts';
 import { tokenHash } from '../src/facilities/secrets.ts';
-import { METRICS_COPY_BINARY, encodeBinary, type MetricRow } from '../src/ingest/copy-encode.ts';
+import { METRICS_COPY_BINARY, encodeBinary } from '../src/ingest/copy-encode.ts';
+import { currentRows } from './support/baselines.ts';
 import { startBouncer } from './support/bouncer.ts';
 import { startGatewayProcess } from './support/gateway-process.ts';
 import { writeResults, type GatewayRun } from './support/report.ts';
+import { scratchDatabase } from './support/scratch.ts';
 
 const { values } = parseArgs({
   options: {
@@ -52,13 +52,8 @@ const sweep = values.sweep.split(',').map((s) => {
   return { batchRows: rows!, batchAgeMs: age!, writers: writers! };
 });
 
-const scratch = `strata_gwbench_${process.pid}`;
-const admin = new pg.Client({ connectionString: values.url });
-await admin.connect();
-await admin.query(`CREATE DATABASE ${scratch}`);
-const direct = new URL(values.url);
-direct.pathname = `/${scratch}`;
-const db = await openDb(direct.toString(), { max: 2 });
+const scratch = await scratchDatabase(values.url, 'strata_gwbench');
+const db = scratch.db;
 const work = mkdtempSync(join(tmpdir(), 'strata-gwbench-'));
 const bouncer = await startBouncer(new URL(values.url), work);
 const runs: GatewayRun[] = [];
@@ -90,7 +85,7 @@ async function count(): Promise<number> {
 async function gatewayRun(cfg: (typeof sweep)[number], round: number, tokens: string[]): Promise<GatewayRun> {
   const gw = await startGatewayProcess(
     {
-      STRATA_DATABASE_URL: bouncer.url(scratch),
+      STRATA_DATABASE_URL: bouncer.url(scratch.name),
       STRATA_REGION: 'bench',
       STRATA_SPOOL_DIR: join(work, `spool-${round}`),
       STRATA_BATCH_ROWS: String(cfg.batchRows),
@@ -150,7 +145,7 @@ async function gatewayRun(cfg: (typeof sweep)[number], round: number, tokens: st
 
 try {
   await migrate(db, { chunkInterval: '1 hour' });
-  const version = (await db.query<{ v: string; t: string }>(`SELECT current_setting('server_version') AS v, (SELECT extversion FROM pg_extension WHERE extname='timescaledb') AS t`)).rows[0]!;
+  const versions = await scratch.versions();
   const tokens = Array.from({ length: F }, (_, i) => `stk_bench_${i}_${process.pid}`);
   for (const [i, token] of tokens.entries()) {
     await db.query(`INSERT INTO strata.facilities (code, region, token_hash, reader_role) VALUES ($1, 'bench', $2, $3)`, [`f${i}`, tokenHash(token), `bench_reader_${i}`]);
@@ -163,15 +158,11 @@ try {
     console.error(`${r.method}: ${r.rowsPerSecond.toLocaleString()} rows/s, ${r.gatewayCpuUsPerRow} µs/row, ack p50 ${r.ackP50Ms} ms p99 ${r.ackP99Ms} ms, RSS ${r.peakRssMiB} MiB`);
   }
   // Baselines on the rows the last run committed: psql \copy (text) and the port's binary COPY.
-  const rows = (
-    await db.query<{ us: string; f: number; s: number; v: number }>(
-      `SELECT (extract(epoch FROM time) * 1000000)::bigint::text AS us, facility_id AS f, series_id AS s, value AS v FROM strata.metrics`,
-    )
-  ).rows.map((r): MetricRow => ({ timeUs: BigInt(r.us), facilityId: r.f, seriesId: r.s, value: r.v }));
+  const rows = await currentRows(db);
   const file = join(work, 'rows.tsv');
-  await promisify(execFile)('psql', [direct.toString(), '-c', `\\copy (SELECT * FROM strata.metrics) TO '${file}'`]);
+  await promisify(execFile)('psql', [scratch.url, '-c', `\\copy (SELECT * FROM strata.metrics) TO '${file}'`]);
   const baselines: Record<string, () => Promise<void>> = {
-    'psql \\copy (text file)': async () => void (await promisify(execFile)('psql', [direct.toString(), '-v', 'ON_ERROR_STOP=1', '-c', `\\copy strata.metrics FROM '${file}'`])),
+    'psql \\copy (text file)': async () => void (await promisify(execFile)('psql', [scratch.url, '-v', 'ON_ERROR_STOP=1', '-c', `\\copy strata.metrics FROM '${file}'`])),
     'port binary COPY, direct, 5000-row batches': async () => {
       for (let i = 0; i < rows.length; i += 5_000) await db.copyIn(METRICS_COPY_BINARY, [encodeBinary(rows.slice(i, i + 5_000))]);
     },
@@ -189,11 +180,9 @@ try {
   }
   const server = new URL(values.url);
   const command = `npx tsx bench/ingest-gateway.ts --url postgres://${server.username}@${server.host}/… --rows ${total} --facilities ${F} --clients ${clients} --sweep ${values.sweep} --gzip ${gzip}`;
-  console.log(writeResults(values.out, 'ingest-gateway', command, { postgres: version.v, timescaledb: version.t }, { rows: total, facilities: F, clients, rowsPerRequest: perRequest, fieldsPerLine: FIELDS, gzip }, runs));
+  console.log(writeResults(values.out, 'ingest-gateway', command, versions, { rows: total, facilities: F, clients, rowsPerRequest: perRequest, fieldsPerLine: FIELDS, gzip }, runs));
 } finally {
-  await db.close();
   await bouncer.stop();
-  await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`);
-  await admin.end();
+  await scratch.drop();
   rmSync(work, { recursive: true, force: true });
 }

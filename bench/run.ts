@@ -12,7 +12,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { migrate } from '../src/db/migrate.ts';
 import { openDb } from '../src/db/open.ts';
 import type { Db } from '../src/db/port.ts';
@@ -23,6 +22,7 @@ import { currentRows, runBaselines, type BaselineResult } from './support/baseli
 import { startBouncer } from './support/bouncer.ts';
 import { startGatewayProcess } from './support/gateway-process.ts';
 import { drive, type LoadResult } from './support/load.ts';
+import { scratchDatabase } from './support/scratch.ts';
 import { writeTable } from './support/table.ts';
 import { timescaleContainer } from './support/target.ts';
 
@@ -103,30 +103,23 @@ try {
   } else {
     const container = values.testcontainers ? await timescaleContainer(say) : null;
     const serverUrl = container?.url ?? values.url!;
-    const scratch = `strata_bench_${process.pid}`;
-    const admin = new pg.Client({ connectionString: serverUrl });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${scratch}`);
-    const direct = new URL(serverUrl);
-    direct.pathname = `/${scratch}`;
-    const db = await openDb(direct.toString(), { max: 2 });
+    const scratch = await scratchDatabase(serverUrl, 'strata_bench');
+    const db = scratch.db;
     const bouncer = await startBouncer(new URL(serverUrl), work);
     try {
       const tokens = await setup(db);
-      versions = await serverVersions(db);
+      versions = await scratch.versions();
       const nodeArgs = values['node-args'].split(' ').filter(Boolean);
-      const gw = await startGatewayProcess({ STRATA_DATABASE_URL: bouncer.url(scratch), STRATA_REGION: 'bench', STRATA_SPOOL_DIR: join(work, 'spool'), STRATA_SERIES_LIMIT: '1000000' }, nodeArgs);
+      const gw = await startGatewayProcess({ STRATA_DATABASE_URL: bouncer.url(scratch.name), STRATA_REGION: 'bench', STRATA_SPOOL_DIR: join(work, 'spool'), STRATA_SERIES_LIMIT: '1000000' }, nodeArgs);
       load = await drive({ url: gw.url, tokens, workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), count: () => countRows(db), log: say, cpu: () => gw.stat().cpuSeconds, rate });
       const stat = gw.stat();
       gatewayFigures = { cpuUsPerRow: load.gatewayCpuSeconds === null ? null : +((load.gatewayCpuSeconds * 1e6) / load.committedRows).toFixed(2), peakRssMiB: stat.peakRssMiB, where: 'strata serve, its own process' };
       await gw.stop();
       bytesPerRow = await diskBytesPerRow(db, load.committedRows);
-      if (values.baselines !== 'false') baselines = await runBaselines(db, direct.toString(), await currentRows(db), work, say);
+      if (values.baselines !== 'false') baselines = await runBaselines(db, scratch.url, await currentRows(db), work, say);
     } finally {
-      await db.close();
       await bouncer.stop();
-      await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`);
-      await admin.end();
+      await scratch.drop();
       await container?.stop();
     }
   }

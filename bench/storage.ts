@@ -7,9 +7,8 @@
 //
 // The URL is a superuser connection to a TimescaleDB server; a scratch database is created and dropped.
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { migrate } from '../src/db/migrate.ts';
-import { openDb } from '../src/db/open.ts';
+import { scratchDatabase } from './support/scratch.ts';
 import { writeTable } from './support/table.ts';
 
 const { values } = parseArgs({
@@ -31,13 +30,8 @@ const S = Number(values.series);
 const hours = Number(values.hours);
 const step = Number(values['step-seconds']);
 
-const scratch = `strata_storagebench_${process.pid}`;
-const server = new pg.Client({ connectionString: values.url });
-await server.connect();
-await server.query(`CREATE DATABASE ${scratch}`);
-const direct = new URL(values.url);
-direct.pathname = `/${scratch}`;
-const db = await openDb(direct.toString(), { max: 1 });
+const scratch = await scratchDatabase(values.url, 'strata_storagebench', 1);
+const db = scratch.db;
 try {
   await migrate(db, { chunkInterval: '1 hour' });
   // Facilities are inserted directly (no reader roles needed here).
@@ -64,7 +58,7 @@ try {
   const before = (await db.query<{ table_bytes: number; index_bytes: number; total_bytes: number }>('SELECT table_bytes::float8, index_bytes::float8, total_bytes::float8 FROM hypertable_detailed_size($1)', ['strata.metrics'])).rows[0]!;
   await db.exec(`SELECT compress_chunk(c) FROM show_chunks('strata.metrics') c`);
   const stats = (await db.query<{ b: number; a: number }>('SELECT sum(before_compression_total_bytes)::float8 AS b, sum(after_compression_total_bytes)::float8 AS a FROM chunk_compression_stats($1)', ['strata.metrics'])).rows[0]!;
-  const versions = (await db.query<{ v: string; t: string }>(`SELECT current_setting('server_version') AS v, (SELECT extversion FROM pg_extension WHERE extname='timescaledb') AS t`)).rows[0]!;
+  const versions = await scratch.versions();
   const result = {
     rows,
     bytesPerRow: +(before.total_bytes / rows).toFixed(1),
@@ -76,14 +70,12 @@ try {
   const srv = new URL(values.url);
   const command = `npx tsx bench/storage.ts --url postgres://${srv.username}@${srv.host}/… --facilities ${F} --series ${S} --hours ${hours} --step-seconds ${step}`;
   console.log(
-    writeTable(values.out, 'storage', command, { postgres: versions.v, timescaledb: versions.t }, { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour' }, [
+    writeTable(values.out, 'storage', command, versions, { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour' }, [
       '| rows | bytes/row on disk (table + indexes) | table | indexes | compression ratio | WAL bytes/row |',
       '| ---: | ---: | ---: | ---: | ---: | ---: |',
       `| ${rows.toLocaleString()} | ${result.bytesPerRow} | ${result.tableBytesPerRow} | ${result.indexBytesPerRow} | ${result.compressionRatio}:1 | ${result.walBytesPerRow} |`,
     ], result),
   );
 } finally {
-  await db.close();
-  await server.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`);
-  await server.end();
+  await scratch.drop();
 }
