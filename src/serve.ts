@@ -23,6 +23,7 @@ export function gatewayOptions(config: Config, region: string): GatewayOptions {
     ledgerRetention: config.ledgerRetention,
     attemptTimeoutMs: config.writeTimeoutMs,
     maxAttempts: config.writeAttempts,
+    writers: config.writers,
   };
 }
 

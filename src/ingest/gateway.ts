@@ -32,6 +32,8 @@ export interface GatewayOptions {
   /** Attempts per batch before it is spooled; default 3. */
   maxAttempts?: number;
   attemptTimeoutMs?: number;
+  /** Write transactions in flight at once; default 4 (STRATA_WRITERS; the pool needs a few more connections). */
+  writers?: number;
   replayIntervalMs?: number;
   /** How often old ledger rows are pruned; default 10 minutes. */
   ledgerPruneEveryMs?: number;
@@ -75,7 +77,7 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
     log.warn('database unreachable at start; facilities will load when it answers', { error: err });
   }
   const series = new SeriesCatalog(db, o.seriesLimit, log);
-  const writer = new Writer(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 3, attemptTimeoutMs: o.attemptTimeoutMs ?? 1_500 }, (id) => directory.codeOf(id));
+  const writer = new Writer(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 3, attemptTimeoutMs: o.attemptTimeoutMs ?? 1_500, concurrency: o.writers ?? 4 }, (id) => directory.codeOf(id));
   const ingestor = new Ingestor(series, writer, spool, metrics, log, o);
   const replayer = new Replayer(db, spool, writer, metrics, log, {
     intervalMs: o.replayIntervalMs ?? 1_000,

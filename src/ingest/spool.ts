@@ -183,7 +183,7 @@ export class Spool {
       const names = (await readdir(dir)).filter((n) => SEGMENT.test(n)).sort();
       const quarantined = await readdir(join(dir, 'quarantine')).catch(() => [] as string[]);
       const seqs = [...names, ...quarantined].map((n) => Number(SEGMENT.exec(n)?.[1] ?? 0));
-      const spool = new Spool(dir, opts.maxBytes, opts.segmentBytes ?? 64 * 1024 * 1024, log, Math.max(0, ...seqs) + 1);
+      const spool = new Spool(dir, opts.maxBytes, opts.segmentBytes ?? 16 * 1024 * 1024, log, Math.max(0, ...seqs) + 1);
       for (const name of names) {
         const path = join(dir, name);
         const { size } = await stat(path);

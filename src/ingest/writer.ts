@@ -24,12 +24,19 @@ export interface WriterOptions {
    * slow under load is waited for rather than taken for down.
    */
   attemptTimeoutMs: number;
+  /**
+   * Transactions in flight at once (STRATA_WRITERS). An attempt's deadline starts when it holds one
+   * of these slots, so time spent queueing behind other batches is not taken for a lost answer.
+   */
+  concurrency: number;
 }
 
 /** An attempt may take this many times the recent average before it counts as lost… */
 const SLOWDOWN = 10;
 /** …but never longer than this. */
 const MAX_DEADLINE_MS = 15_000;
+/** A batch that keeps timing out while others commit is spooled after this many times its attempt budget. */
+const SLOW_TRIES = 4;
 
 type Outcome = 'committed' | 'duplicate';
 
@@ -41,11 +48,21 @@ export function partId(id: string, i: number): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
+/** The attempt's own deadline passed (or the driver's query timeout, which is set to the same value). */
+function isDeadline(err: unknown): boolean {
+  const e = err as { deadline?: unknown; message?: unknown } | null;
+  return e?.deadline === true || (typeof e?.message === 'string' && /query read timeout/i.test(e.message));
+}
+
 export class Writer {
   /** True after a batch exhausted its retries; cleared by markUp() once the database answers again. */
   down = false;
   /** Moving average of successful attempts' durations, ms. */
   private averageMs = 0;
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  /** Count of transactions committed so far: a timed-out attempt during which it grew met a slow database, not a down one. */
+  private commits = 0;
 
   constructor(
     private readonly db: Db,
@@ -65,8 +82,20 @@ export class Writer {
     return Math.max(this.opts.attemptTimeoutMs, Math.min(MAX_DEADLINE_MS, SLOWDOWN * this.averageMs));
   }
 
-  /** One transaction: the ledger row, then the rows; 'duplicate' when the ledger already has the id. */
+  /** One transaction in a writer slot: the ledger row, then the rows; 'duplicate' when the ledger already has the id. */
   async commit(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[]): Promise<Outcome> {
+    if (this.active >= this.opts.concurrency) await new Promise<void>((r) => this.waiting.push(r));
+    else this.active++;
+    try {
+      return await this.attempt(id, facilityId, rowCount, chunks);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(); // the slot passes straight to the next waiter
+      else this.active--;
+    }
+  }
+
+  private async attempt(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[]): Promise<Outcome> {
     const started = performance.now();
     const attempt = this.db.transaction(async (tx) => {
       const r = await tx.query(LEDGER, [id, facilityId, rowCount]);
@@ -78,11 +107,12 @@ export class Writer {
     let timer: NodeJS.Timeout | undefined;
     const ms = this.deadline();
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(Object.assign(new Error(`batch ${id}: no answer within ${ms} ms`), { code: 'ETIMEDOUT' })), ms);
+      timer = setTimeout(() => reject(Object.assign(new Error(`batch ${id}: no answer within ${ms} ms`), { code: 'ETIMEDOUT', deadline: true })), ms);
     });
     try {
       const outcome = await Promise.race([attempt, deadline]);
       const took = performance.now() - started;
+      this.commits++;
       this.averageMs = this.averageMs === 0 ? took : 0.8 * this.averageMs + 0.2 * took;
       this.metrics.copySeconds.observe(took / 1000);
       if (outcome === 'duplicate') this.metrics.duplicatesAvoided.inc();
@@ -97,18 +127,26 @@ export class Writer {
     }
   }
 
-  /** Commit with retries; resolves with the outcome or rejects with the last error and its class. */
+  /**
+   * Commit with retries; resolves with the outcome or rejects with the last error and its class.
+   * An attempt that ran out of time while other transactions committed does not count against the
+   * budget: the database is slow, not down, so the batch waits (and the queue bound pushes back on
+   * collectors with 429) instead of being spooled — up to SLOW_TRIES times the budget.
+   */
   private async commitWithRetry(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[], stage: 'write' | 'replay') {
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0, tries = 0; ; tries++) {
+      const commitsBefore = this.commits;
       try {
         return await this.commit(id, facilityId, rowCount, chunks);
       } catch (err) {
         const cls = classify(err);
         this.metrics.errors.inc({ stage });
-        if (cls !== 'retry' || attempt + 1 >= this.opts.maxAttempts) throw Object.assign(new Error(errorText(err)), { cls, cause: err });
+        const slowNotDown = cls === 'retry' && isDeadline(err) && this.commits > commitsBefore && tries + 1 < SLOW_TRIES * this.opts.maxAttempts;
+        if (!slowNotDown) attempt++;
+        if (cls !== 'retry' || attempt >= this.opts.maxAttempts) throw Object.assign(new Error(errorText(err)), { cls, cause: err });
         this.metrics.retries.inc({ stage });
-        this.log.debug('batch attempt failed; retrying', { batchId: id, attempt: attempt + 1, error: err });
-        await sleep(backoffMs(attempt));
+        this.log.debug(slowNotDown ? 'batch attempt timed out while others committed; retrying' : 'batch attempt failed; retrying', { batchId: id, attempt, tries: tries + 1, error: err });
+        await sleep(backoffMs(Math.min(attempt, tries)));
       }
     }
   }

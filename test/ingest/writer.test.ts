@@ -115,6 +115,31 @@ describe('COPY writer', () => {
     expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'bp' AND tags->>'r' = 'two')`)).toBe(0);
   });
 
+  it('waits for a slow database instead of spooling: a batch timing out while others commit is retried, not taken for an outage', async () => {
+    await admin.exec(`CREATE FUNCTION strata.slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.value = -42 THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$`);
+    await admin.exec('CREATE TRIGGER slow_row BEFORE INSERT ON strata.metrics FOR EACH ROW EXECUTE FUNCTION strata.slow_row()');
+    try {
+      const g = await start({ attemptTimeoutMs: 300, maxAttempts: 2, batchAgeMs: 5 });
+      const auth = { Authorization: `Token ${fac.token}` };
+      const slow = post(g.url, '/api/v2/write?precision=s', 'slowdb,k=slow v=-42 1700000000', auth);
+      const others: Promise<{ status: number }>[] = [];
+      for (let i = 0; i < 30; i++) {
+        others.push(post(g.url, '/api/v2/write?precision=s', `slowdb,k=fast v=${i} ${1_700_000_000 + i}`, auth));
+        await new Promise((r) => setTimeout(r, 60));
+      }
+      expect((await slow).status).toBe(204);
+      expect((await Promise.all(others)).map((r) => r.status)).toEqual(Array(30).fill(204));
+      expect(await metric(g, 'strata_ingest_rows_spooled_total')).toBe(0);
+      expect(g.writer.down).toBe(false);
+      expect(await metric(g, 'strata_ingest_retries_total')).toBeGreaterThanOrEqual(2); // it did time out, more than its budget of 2 attempts allows
+      expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'slowdb' AND tags->>'k' = 'slow')`)).toBe(1);
+      expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'slowdb' AND tags->>'k' = 'fast')`)).toBe(30);
+    } finally {
+      await admin.exec('DROP TRIGGER slow_row ON strata.metrics; DROP FUNCTION strata.slow_row()');
+    }
+  });
+
   it('counts gzip bodies against the memory budget as they expand: 429 instead of unbounded growth', async () => {
     const g = await start({ maxQueueBytes: 1 << 20 });
     const text = Array.from({ length: 100_000 }, (_, i) => `bomb v=${i} ${1_700_000_000 + i}`).join('\n'); // ~2.9 MB, gzips to ~300 KB
