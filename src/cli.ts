@@ -15,6 +15,8 @@ import { createLogger, type Logger } from './log.ts';
 import { serve } from './serve.ts';
 import { sizeCommand } from './sizing/command.ts';
 import { formatStatus, readStatus } from './status.ts';
+import { tierCommand } from './tiering/command.ts';
+import { runWorker } from './worker.ts';
 
 const HELP = `strata — time-series ingestion and retention for TimescaleDB
 
@@ -37,6 +39,10 @@ commands:
                                     what a region needs, from the measured benchmark figures
   facility grant <role> <facility>  let a database role read a facility through strata.facility_metrics
   facility revoke <role> <facility> take that back
+  tier plan [--at <time>] [--json]  per chunk: range, size, tier and state, and the steps to its target tier
+  tier run [--max-chunks <n>] [--max-duration 30m] [--window HH:MM-HH:MM] [--no-verify] [--json]
+                                    move and compress chunks hot → warm → cold, one step at a time, journaled
+  worker                            scheduled tiering (STRATA_TIER_SCHEDULE) with metrics on STRATA_WORKER_LISTEN
 
 options:
   --config <file>   JSON file of settings (environment variables override it)
@@ -47,7 +53,8 @@ settings (environment): STRATA_DATABASE_URL, STRATA_ADMIN_DATABASE_URL, STRATA_R
   STRATA_CHUNK_INTERVAL, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE, STRATA_LOG_LEVEL, STRATA_DEV_DIR,
   STRATA_LISTEN, STRATA_SPOOL_DIR, STRATA_SPOOL_MAX_BYTES, STRATA_MAX_QUEUE_BYTES, STRATA_MAX_BODY_BYTES,
   STRATA_BATCH_ROWS, STRATA_BATCH_AGE_MS, STRATA_WRITERS, STRATA_WRITE_TIMEOUT_MS, STRATA_WRITE_ATTEMPTS,
-  STRATA_SERIES_LIMIT, STRATA_LEDGER_RETENTION
+  STRATA_SERIES_LIMIT, STRATA_LEDGER_RETENTION, STRATA_TIER_WARM_AFTER, STRATA_TIER_COLD_AFTER,
+  STRATA_ARCHIVE_AFTER, STRATA_TIER_WINDOW, STRATA_TIER_SCHEDULE, STRATA_TIER_LOCK_TIMEOUT_MS, STRATA_WORKER_LISTEN
   (see README.md for each one's meaning and default)
 `;
 
@@ -67,9 +74,9 @@ function version(): string {
   return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
-async function withAdminDb<T>(config: Config, purpose: string, log: Logger, fn: (db: Db) => Promise<T>): Promise<T> {
+async function withAdminDb<T>(config: Config, purpose: string, log: Logger, fn: (db: Db) => Promise<T>, max = 2): Promise<T> {
   const url = requireSetting(config, 'adminDatabaseUrl', `${purpose} (a direct connection to the primary, not through PgBouncer)`);
-  const db = await openDb(url, { logger: log, max: 2, applicationName: 'strata-admin' });
+  const db = await openDb(url, { logger: log, max, applicationName: 'strata-admin' });
   try {
     return await fn(db);
   } finally {
@@ -188,6 +195,12 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         return 0;
       case 'facility':
         return await facilityCommand(args, config, log, io);
+      case 'worker':
+        await runWorker(config, log, io.out);
+        return 0;
+      case 'tier':
+        // One connection: the run's session advisory lock and lock_timeout live on it.
+        return await withAdminDb(config, 'for strata tier', log, (db) => tierCommand(args, config, log, db, io.out), 1);
       default:
         throw new UsageError(`unknown command "${command}"; run strata --help`);
     }

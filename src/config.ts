@@ -32,6 +32,10 @@ const interval = z
     'must be a positive PostgreSQL interval of whole units, such as "1 hour", "30 minutes" or "1 day"',
   );
 
+const AGE = /^\s*(\d+)\s*(days?|weeks?|months?|years?)\s*$/i;
+const age = z.string().regex(AGE, 'must be a whole number of days, weeks, months or years, such as "30 days" or "18 months"');
+const WINDOW = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/;
+
 const LISTEN = /^(?:([^\s:]+|\[[0-9a-f:]+\]):)?(\d{1,5})$/i;
 
 /** A whole number of at least `min`; environment variables arrive as text. */
@@ -64,6 +68,16 @@ export const configSchema = z
     writeAttempts: count(1).default(3),
     seriesLimit: count(1).default(100_000),
     ledgerRetention: interval.default('2 days'),
+    tierWarmAfter: age.default('30 days'),
+    tierColdAfter: age.default('180 days'),
+    archiveAfter: age.default('18 months'),
+    tierWindow: z.string().regex(WINDOW, 'must be HH:MM-HH:MM in UTC, such as "01:00-05:00"').optional(),
+    tierSchedule: z.string().min(1).default('17 * * * *'),
+    tierLockTimeoutMs: count(10).default(5_000),
+    workerListen: z
+      .string()
+      .refine((v) => LISTEN.test(v) && Number(LISTEN.exec(v)![2]) <= 65_535, 'must be [host:]port with a port up to 65535, such as "127.0.0.1:9465"')
+      .default('127.0.0.1:9465'),
   })
   .strict()
   .refine((c) => c.maxQueueBytes >= c.maxBodyBytes, {
@@ -96,6 +110,13 @@ export const ENV_NAMES: Record<Key, string> = {
   writeAttempts: 'STRATA_WRITE_ATTEMPTS',
   seriesLimit: 'STRATA_SERIES_LIMIT',
   ledgerRetention: 'STRATA_LEDGER_RETENTION',
+  tierWarmAfter: 'STRATA_TIER_WARM_AFTER',
+  tierColdAfter: 'STRATA_TIER_COLD_AFTER',
+  archiveAfter: 'STRATA_ARCHIVE_AFTER',
+  tierWindow: 'STRATA_TIER_WINDOW',
+  tierSchedule: 'STRATA_TIER_SCHEDULE',
+  tierLockTimeoutMs: 'STRATA_TIER_LOCK_TIMEOUT_MS',
+  workerListen: 'STRATA_WORKER_LISTEN',
 };
 
 /** Host and port of a `listen` setting. */

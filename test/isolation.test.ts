@@ -1,38 +1,12 @@
 // Facility isolation, proved adversarially on a real TimescaleDB (PGlite-TimescaleDB always, a server
 // when STRATA_TEST_TIMESCALE_URL is set): facility A's reader, over hot, compressed and
 // tablespace-moved chunks, sees exactly A's rows and nothing else, whatever it tries.
-import { execFileSync } from 'node:child_process';
-import { chownSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/db/migrate.ts';
-import type { PgliteDb } from '../src/db/pglite.ts';
 import type { Db } from '../src/db/port.ts';
 import { grantFacility, revokeFacility } from '../src/facilities/grants.ts';
 import { addFacility } from '../src/facilities/registry.ts';
-import { timescaleTargets, uniqueName } from './support/databases.ts';
-
-/** A tablespace to move chunks into: inside PGlite's data directory, or a local directory of a loopback server. */
-async function tablespace(db: Db, url: string): Promise<{ name: string; drop(): Promise<void> }> {
-  if (db.kind === 'pglite') {
-    await (db as PgliteDb).ensureTablespace('warm_data');
-    return { name: 'warm_data', drop: async () => {} };
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'strata-ts-'));
-  if (process.getuid?.() === 0) chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
-  const name = uniqueName('strata_test_ts');
-  await db.exec(`CREATE TABLESPACE ${name} LOCATION '${dir}'`);
-  return {
-    name,
-    drop: async () => {
-      const { default: pg } = await import('pg');
-      const c = new pg.Client({ connectionString: new URL('/postgres', url).toString() });
-      await c.connect();
-      await c.query(`DROP TABLESPACE IF EXISTS ${name}`).finally(() => c.end());
-    },
-  };
-}
+import { tablespace, timescaleTargets, uniqueName } from './support/databases.ts';
 
 describe.each(timescaleTargets())('facility isolation on $name', (target) => {
   let db: Db;
@@ -65,7 +39,7 @@ describe.each(timescaleTargets())('facility isolation on $name', (target) => {
     let url: string;
     ({ db, close, url } = await target.open());
     await migrate(db, { chunkInterval: '1 day' });
-    space = await tablespace(db, url);
+    space = await tablespace(db, url, 'warm_data');
     for (const f of [A, B]) {
       const created = await addFacility(db, { code: f.code, region: 'test-1' });
       f.id = created.facility.id;

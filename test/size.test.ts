@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/cli.ts';
 import { measuredFigures } from '../src/sizing/measured.ts';
-import { parseBytes, size, type Measured } from '../src/sizing/size.ts';
+import { size, type Measured } from '../src/sizing/size.ts';
+import { parseBytes } from '../src/units.ts';
 
 const figures = (over: Partial<Record<keyof Measured, number>> = {}): Measured => {
   const v = { bytesPerRow: 50, indexBytesPerRow: 40, compressionRatio: 10, walBytesPerRow: 100, gatewayCpuUsPerRow: 3, copyRowsPerStream: 300_000, ...over };

@@ -2,7 +2,8 @@
 import { parseArgs } from 'node:util';
 import { UsageError } from '../errors.ts';
 import { measuredFigures } from './measured.ts';
-import { formatSize, parseBytes, size, type SizeInput } from './size.ts';
+import { parseBytes } from '../units.ts';
+import { formatSize, size, type SizeInput } from './size.ts';
 
 function whole(name: string, text: string | undefined, fallback: number | undefined, min = 1): number {
   if (text === undefined) {

@@ -1,6 +1,7 @@
 // `strata size`: what a region needs for a given ingest rate, from measured figures (bench/results)
 // or, where none was measured, DESIGN §1's assumptions, each figure labelled with its source.
 // Pure computation; measured.ts reads the figures.
+import { bytes } from '../units.ts';
 
 export interface Figure {
   value: number;
@@ -92,26 +93,6 @@ export function size(input: SizeInput, m: Measured): SizeReport {
     archive: { objectsPerYear, objects: objectsPerYear * input.archiveYears },
     measured: m,
   };
-}
-
-export function bytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
-}
-
-/** "512GiB", "64 GB", "1TiB" or a byte count; null when unreadable. */
-export function parseBytes(text: string): number | null {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$/i.exec(text);
-  if (!m) return null;
-  const unit = (m[2] ?? 'b').toLowerCase();
-  const pow = { b: 0, kb: 1, kib: 1, mb: 2, mib: 2, gb: 3, gib: 3, tb: 4, tib: 4 }[unit]!;
-  const base = unit.includes('i') || unit === 'b' ? 1024 : 1000;
-  return Math.round(Number(m[1]) * base ** pow);
 }
 
 export function formatSize(r: SizeReport): string {

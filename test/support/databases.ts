@@ -1,9 +1,14 @@
 // Per-test databases: each test (file) gets its own, on the native cluster, on PGlite-TimescaleDB,
 // or on the TimescaleDB server named by STRATA_TEST_TIMESCALE_URL.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { chownSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { openDb } from '../../src/db/open.ts';
+import type { PgliteDb } from '../../src/db/pglite.ts';
 import type { Db } from '../../src/db/port.ts';
 import { Cluster } from './cluster.ts';
 
@@ -58,7 +63,7 @@ export async function createDatabase(serverUrl: string, prefix = 'strata_test'):
 export interface TimescaleTarget {
   name: string;
   /** A fresh, empty database with TimescaleDB available; close() drops it. */
-  open(): Promise<{ db: Db; url: string; close(): Promise<void> }>;
+  open(opts?: { max?: number }): Promise<{ db: Db; url: string; close(): Promise<void> }>;
 }
 
 /** PGlite-TimescaleDB always; a real TimescaleDB too when STRATA_TEST_TIMESCALE_URL is set. */
@@ -76,9 +81,9 @@ export function timescaleTargets(): TimescaleTarget[] {
   if (server) {
     targets.push({
       name: 'timescaledb-server',
-      async open() {
+      async open(opts = {}) {
         const t = await createDatabase(server, 'strata_tsdb');
-        const db = await openDb(t.url);
+        const db = await openDb(t.url, opts);
         return {
           db,
           url: t.url,
@@ -91,4 +96,20 @@ export function timescaleTargets(): TimescaleTarget[] {
     });
   }
   return targets;
+}
+
+/**
+ * A tablespace named `name` (suffixed on a server, where tablespaces are cluster-wide): inside
+ * PGlite's data directory, or a fresh local directory of a loopback server (owned by postgres).
+ */
+export async function tablespace(db: Db, url: string, name: string): Promise<{ name: string; drop(): Promise<void> }> {
+  if (db.kind === 'pglite') {
+    await (db as PgliteDb).ensureTablespace(name);
+    return { name, drop: async () => {} };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'strata-ts-'));
+  if (process.getuid?.() === 0) chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
+  const unique = uniqueName(name);
+  await db.exec(`CREATE TABLESPACE ${unique} LOCATION '${dir}'`);
+  return { name: unique, drop: () => adminQuery(withDatabase(url, 'postgres'), `DROP TABLESPACE IF EXISTS ${unique}`).then(() => {}) };
 }

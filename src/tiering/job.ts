@@ -1,0 +1,206 @@
+// `strata tier run`: executes the plan one chunk and one step at a time (DESIGN §4).
+//  - Holds the hypertable's session advisory lock for the whole run; a second worker finds it held
+//    and leaves (several replicas are safe).
+//  - Marks steps a stopped worker left pending or running as failed (journal.reconcileInterrupted);
+//    what to do next is re-read from the catalog before every step, so a run after a crash converges.
+//  - Each step runs with lock_timeout and is retried with backoff when it cannot get its lock, so it
+//    never queues ingest behind it.
+//  - Checks each chunk's row count and content checksum before its first step and after its last.
+//  - Stops starting new steps at --max-chunks, --max-duration or the end of the maintenance window.
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Queryable } from '../db/port.ts';
+import { errorText, sqlState } from '../errors.ts';
+import { Journal } from '../jobs/journal.ts';
+import type { Logger } from '../log.ts';
+import { HYPERTABLE, readChunk, readChunks } from './catalog.ts';
+import { tryLock, unlock } from './lock.ts';
+import type { TierMetrics } from './metrics.ts';
+import { plan as makePlan, stepsFor, targetTier, type Plan } from './plan.ts';
+import { boundaries, type TierPolicy } from './policy.ts';
+import { chunkContent, describeStep, reorderIndex, runStep, type Content } from './steps.ts';
+import type { Step } from './types.ts';
+import { inWindow, type MaintenanceWindow } from './window.ts';
+
+export interface RunOptions {
+  policy: TierPolicy;
+  hypertable?: string;
+  /** Chunks to work on at most (those needing steps), oldest first. */
+  maxChunks?: number;
+  /** No step starts after this many ms from the start of the run. */
+  maxDurationMs?: number;
+  window?: MaintenanceWindow;
+  /** Row count and checksum before and after each chunk's steps (default true). */
+  verify?: boolean;
+  lockTimeoutMs?: number;
+  /** Attempts of a step that cannot get its lock within lock_timeout (default 5). */
+  lockAttempts?: number;
+  /** Boundaries at this instant instead of now. */
+  at?: Date;
+  metrics?: TierMetrics;
+  /** Fault drills: called after a step committed, before the journal records it. */
+  afterStep?: (chunk: string, step: Step) => void | Promise<void>;
+  now?: () => Date;
+}
+
+export type StopReason = 'done' | 'max-chunks' | 'max-duration' | 'window' | 'locked' | 'lock-lost';
+
+export interface RunSummary {
+  runId: string;
+  stopped: StopReason;
+  chunksPlanned: number;
+  chunksDone: number;
+  chunksFailed: number;
+  stepsDone: number;
+  stepsFailed: number;
+  interruptedSteps: number;
+  bytesBefore: number;
+  bytesAfter: number;
+  seconds: number;
+  failures: { chunk: string; step: string; error: string }[];
+}
+
+const LOCK_NOT_AVAILABLE = '55P03';
+/** A chunk's steps may not take more rounds than this (a step that leaves the catalog unchanged would loop). */
+const MAX_ROUNDS = 6;
+
+export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Promise<RunSummary> {
+  const hypertable = o.hypertable ?? HYPERTABLE;
+  const now = o.now ?? (() => new Date());
+  const started = now().getTime();
+  const runId = randomUUID();
+  const summary: RunSummary = {
+    runId, stopped: 'done', chunksPlanned: 0, chunksDone: 0, chunksFailed: 0, stepsDone: 0, stepsFailed: 0,
+    interruptedSteps: 0, bytesBefore: 0, bytesAfter: 0, seconds: 0, failures: [],
+  };
+  const finish = () => {
+    summary.seconds = (now().getTime() - started) / 1000;
+    if (summary.stopped !== 'locked' && summary.stopped !== 'lock-lost' && summary.stepsFailed === 0) o.metrics?.lastSuccess.set(now().getTime() / 1000);
+    return summary;
+  };
+  if (o.window && !inWindow(o.window, now())) {
+    log.info('outside the maintenance window; nothing done', { window: o.window.text });
+    summary.stopped = 'window';
+    return finish();
+  }
+  if (!(await tryLock(db, hypertable))) {
+    log.info('another worker holds the tiering lock on this hypertable; nothing done', { hypertable });
+    summary.stopped = 'locked';
+    return finish();
+  }
+  const journal = new Journal(db, 'tiering', runId, hypertable);
+  try {
+    summary.interruptedSteps = await journal.reconcileInterrupted();
+    if (summary.interruptedSteps) log.warn('earlier run stopped mid-step; continuing from the catalog', { steps: summary.interruptedSteps });
+    const b = await boundaries(db, o.policy, o.at);
+    const p: Plan = makePlan(await readChunks(db, hypertable), b, o.policy);
+    o.metrics?.observePlan(p);
+    const todo = p.chunks.filter((c) => c.steps.length > 0);
+    summary.chunksPlanned = todo.length;
+    log.info('tiering plan', { hypertable, chunks: p.totals.chunks, chunksWithSteps: todo.length, steps: p.totals.steps, bytesToMove: p.totals.bytesToMove });
+    const index = await reorderIndex(db, hypertable);
+    const lockTimeout = o.lockTimeoutMs ?? 5_000;
+    const limitChunks = o.maxChunks ?? Infinity;
+    let n = 0;
+    for (const cp of todo) {
+      const stop = shouldStop();
+      if (stop) {
+        summary.stopped = stop;
+        break;
+      }
+      if (!(await tryLock(db, hypertable))) {
+        summary.stopped = 'lock-lost';
+        log.error('lost the tiering lock (the connection was replaced); stopping', { hypertable });
+        break;
+      }
+      n++;
+      const ok = await tierChunk(cp.chunk.chunk, `${n}/${todo.length}`);
+      if (ok) summary.chunksDone++;
+      else summary.chunksFailed++;
+    }
+    if (summary.stopped === 'done' && o.metrics) o.metrics.observePlan(makePlan(await readChunks(db, hypertable), b, o.policy));
+    log.info('tiering run finished', { ...summary, failures: summary.failures.length });
+    return finish();
+
+    function shouldStop(): StopReason | null {
+      if (summary.chunksDone + summary.chunksFailed >= limitChunks) return 'max-chunks';
+      if (o.maxDurationMs !== undefined && now().getTime() - started >= o.maxDurationMs) return 'max-duration';
+      if (o.window && !inWindow(o.window, now())) return 'window';
+      return null;
+    }
+
+    /** Runs the steps one chunk needs, re-reading it from the catalog before each; true when it reached its tier. */
+    async function tierChunk(chunk: string, progress: string): Promise<boolean> {
+      let state = await readChunk(db, chunk, hypertable);
+      if (!state) return true; // dropped meanwhile (archived): nothing to do
+      summary.bytesBefore += state.bytes;
+      const target = targetTier(state.rangeEnd, b);
+      const before: Content | null = o.verify === false ? null : await chunkContent(db, hypertable, state.rangeStart, state.rangeEnd);
+      for (let round = 0; round < MAX_ROUNDS; round++) {
+        const step = stepsFor(state, target, o.policy)[0];
+        if (!step) break;
+        if (round > 0 && shouldStop() === 'max-duration') return false;
+        if (round > 0 && !(await tryLock(db, hypertable))) throw new Error('lost the tiering lock (the connection was replaced and another worker took it)');
+        const id = await journal.pending(chunk, step.kind, { tablespace: step.tablespace ?? null, target, bytes: state.bytes });
+        const t0 = performance.now();
+        log.info(`tiering ${progress} ${chunk}: ${describeStep(step)}`, { rangeStart: state.rangeStart, rangeEnd: state.rangeEnd, bytes: state.bytes });
+        try {
+          await withLockRetries(id, () => runStep(db, chunk, step, index));
+          await o.afterStep?.(chunk, step);
+        } catch (err) {
+          const text = errorText(err);
+          await journal.finish(id, 'failed', text, { seconds: (performance.now() - t0) / 1000 }).catch(() => {});
+          o.metrics?.stepFailures.inc({ step: step.kind });
+          summary.stepsFailed++;
+          summary.failures.push({ chunk, step: step.kind, error: text });
+          log.error(`tiering ${progress} ${chunk}: ${describeStep(step)} failed`, { error: err });
+          return false;
+        }
+        const seconds = (performance.now() - t0) / 1000;
+        o.metrics?.stepSeconds.observe({ step: step.kind }, seconds);
+        const next = await readChunk(db, chunk, hypertable);
+        await journal.finish(id, 'done', undefined, { seconds, bytesAfter: next?.bytes ?? null });
+        summary.stepsDone++;
+        log.info(`tiering ${progress} ${chunk}: ${describeStep(step)} done in ${seconds.toFixed(1)} s`, { bytesAfter: next?.bytes });
+        if (!next) return true;
+        state = next;
+      }
+      if (stepsFor(state, target, o.policy).length > 0) {
+        summary.failures.push({ chunk, step: 'converge', error: `still not in its ${target} state after ${MAX_ROUNDS} steps` });
+        return false;
+      }
+      summary.bytesAfter += state.bytes;
+      if (before) {
+        const after = await chunkContent(db, hypertable, state.rangeStart, state.rangeEnd);
+        if (after.rows !== before.rows || after.checksum !== before.checksum) {
+          const error = `content changed across the steps: ${before.rows} rows (checksum ${before.checksum}) before, ${after.rows} rows (checksum ${after.checksum}) after; rows were written into this chunk meanwhile, or a step lost data`;
+          const id = await journal.pending(chunk, 'verify');
+          await journal.finish(id, 'failed', error);
+          summary.failures.push({ chunk, step: 'verify', error });
+          log.error(`tiering ${progress} ${chunk}: verification failed`, { error });
+          return false;
+        }
+      }
+      return true;
+    }
+
+    async function withLockRetries(id: number, fn: () => Promise<void>): Promise<void> {
+      const attempts = o.lockAttempts ?? 5;
+      for (let attempt = 1; ; attempt++) {
+        await journal.running(id, attempt);
+        await db.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeout}ms`]);
+        try {
+          return await fn();
+        } catch (err) {
+          if (sqlState(err) !== LOCK_NOT_AVAILABLE || attempt >= attempts) throw err;
+          log.warn('step could not get its lock in time; retrying', { attempt, error: err });
+          await sleep(Math.min(30_000, 500 * 2 ** attempt * (0.5 + Math.random() / 2)));
+        } finally {
+          await db.exec('RESET lock_timeout').catch(() => {});
+        }
+      }
+    }
+  } finally {
+    await unlock(db, hypertable).catch(() => {});
+  }
+}

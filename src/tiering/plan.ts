@@ -1,0 +1,97 @@
+// The plan: which tier each chunk belongs to and the steps that take it there. Pure functions of
+// the catalog state (catalog.ts) and the boundaries (policy.ts); nothing here touches the database.
+import type { TierPolicy } from './policy.ts';
+import type { Boundaries, ChunkPlan, ChunkState, Step, Tier } from './types.ts';
+
+/** The tier a chunk's range puts it in: by its end, so a chunk straddling a boundary stays in the newer tier. */
+export function targetTier(rangeEnd: Date, b: Boundaries): Tier {
+  const end = rangeEnd.getTime();
+  if (end > b.warm.getTime()) return 'hot';
+  if (end > b.cold.getTime()) return 'warm';
+  return 'cold';
+}
+
+/** The tier a chunk is in now, from where it lives and whether it is compressed. */
+export function currentTier(c: ChunkState, policy: TierPolicy): Tier {
+  if (c.compressed && c.tablespace === policy.coldTablespace && c.compressedTablespace === policy.coldTablespace) return 'cold';
+  if (c.compressed && c.tablespace === policy.warmTablespace && c.compressedTablespace === policy.warmTablespace) return 'warm';
+  if (!c.compressed && c.tablespace === null) return 'hot';
+  // In between (moved but not yet compressed, say): name it by where the row data is.
+  if (c.tablespace === policy.coldTablespace) return 'cold';
+  if (c.tablespace === policy.warmTablespace) return 'warm';
+  return 'hot';
+}
+
+/**
+ * The steps from the chunk's state to its tier's. Hot chunks are never touched. For warm and cold:
+ * an uncompressed chunk is first moved (a rewrite in index order, which also makes compression
+ * cheaper), then compressed; a compressed chunk anywhere else is moved with its compressed chunk.
+ */
+export function stepsFor(c: ChunkState, target: Tier, policy: TierPolicy): Step[] {
+  if (target === 'hot') return [];
+  const ts = target === 'warm' ? policy.warmTablespace : policy.coldTablespace;
+  const steps: Step[] = [];
+  if (!c.compressed) {
+    if (c.tablespace !== ts) steps.push({ kind: 'move', tablespace: ts });
+    steps.push({ kind: 'compress' });
+    return steps;
+  }
+  if (c.tablespace !== ts || c.compressedTablespace !== ts) steps.push({ kind: 'move-compressed', tablespace: ts });
+  return steps;
+}
+
+export function planChunk(c: ChunkState, b: Boundaries, policy: TierPolicy): ChunkPlan {
+  const target = targetTier(c.rangeEnd, b);
+  return { chunk: c, current: currentTier(c, policy), target, archiveDue: c.rangeEnd.getTime() <= b.archive.getTime(), steps: stepsFor(c, target, policy) };
+}
+
+export interface PlanTotals {
+  chunks: number;
+  chunksWithSteps: number;
+  steps: number;
+  /** Bytes that move between tablespaces (uncompressed chunks count at their current size). */
+  bytesToMove: number;
+  /** Bytes saved by the planned compressions, at the ratio already reached on this hypertable. */
+  expectedSavings: number;
+  /** The ratio used for expectedSavings (before ÷ after of the chunks compressed so far), or null with none yet. */
+  compressionRatio: number | null;
+  archiveDue: number;
+  byTier: Record<Tier, { chunks: number; bytes: number }>;
+}
+
+export interface Plan {
+  boundaries: Boundaries;
+  chunks: ChunkPlan[];
+  totals: PlanTotals;
+}
+
+export function plan(chunks: readonly ChunkState[], b: Boundaries, policy: TierPolicy): Plan {
+  const plans = [...chunks].sort((x, y) => x.rangeStart.getTime() - y.rangeStart.getTime()).map((c) => planChunk(c, b, policy));
+  const compressed = chunks.filter((c) => c.compressed && c.bytesBeforeCompression && c.bytes > 0);
+  const before = compressed.reduce((n, c) => n + c.bytesBeforeCompression!, 0);
+  const after = compressed.reduce((n, c) => n + c.bytes, 0);
+  const ratio = after > 0 ? before / after : null;
+  const byTier: PlanTotals['byTier'] = { hot: { chunks: 0, bytes: 0 }, warm: { chunks: 0, bytes: 0 }, cold: { chunks: 0, bytes: 0 } };
+  let bytesToMove = 0;
+  let expectedSavings = 0;
+  for (const p of plans) {
+    byTier[p.current].chunks++;
+    byTier[p.current].bytes += p.chunk.bytes;
+    if (p.steps.some((s) => s.kind !== 'compress')) bytesToMove += p.chunk.bytes;
+    if (p.steps.some((s) => s.kind === 'compress') && ratio) expectedSavings += p.chunk.bytes - p.chunk.bytes / ratio;
+  }
+  return {
+    boundaries: b,
+    chunks: plans,
+    totals: {
+      chunks: plans.length,
+      chunksWithSteps: plans.filter((p) => p.steps.length > 0).length,
+      steps: plans.reduce((n, p) => n + p.steps.length, 0),
+      bytesToMove,
+      expectedSavings: Math.round(expectedSavings),
+      compressionRatio: ratio,
+      archiveDue: plans.filter((p) => p.archiveDue).length,
+      byTier,
+    },
+  };
+}

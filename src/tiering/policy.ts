@@ -1,0 +1,66 @@
+// The tier policy: ages and tablespaces from configuration, and the instants they give at a moment.
+// Ages are PostgreSQL intervals ("30 days", "18 months"); the boundaries are computed by the
+// database (now() - interval), so month arithmetic and the clock are the server's.
+import { z } from 'zod';
+import type { Queryable } from '../db/port.ts';
+import type { Boundaries } from './types.ts';
+
+const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
+export const AGE = /^\s*(\d+)\s*(days?|weeks?|months?|years?)\s*$/i;
+
+const age = z.string().regex(AGE, 'must be a whole number of days, weeks, months or years, such as "30 days" or "18 months"');
+
+export const tierPolicySchema = z
+  .object({
+    /** Chunks whose range ended longer ago than this are warm. */
+    warmAfter: age.default('30 days'),
+    /** …cold after this. */
+    coldAfter: age.default('180 days'),
+    /** …and due for the archive (S3) after this. */
+    archiveAfter: age.default('18 months'),
+    warmTablespace: z.string().regex(IDENT).default('warm_data'),
+    coldTablespace: z.string().regex(IDENT).default('cold_data'),
+  })
+  .strict();
+
+export type TierPolicy = z.infer<typeof tierPolicySchema>;
+
+/** Roughly in days, to check the order of the ages without the database. */
+function days(text: string): number {
+  const m = AGE.exec(text)!;
+  const n = Number(m[1]);
+  const unit = m[2]!.toLowerCase();
+  return unit.startsWith('day') ? n : unit.startsWith('week') ? 7 * n : unit.startsWith('month') ? 30.44 * n : 365.25 * n;
+}
+
+/** Validates a policy; the ages must grow hot < warm < cold < archive, and warm and cold need distinct tablespaces. */
+export function tierPolicy(input: Partial<TierPolicy>): TierPolicy {
+  const p = tierPolicySchema.parse(input);
+  const problems: string[] = [];
+  if (!(days(p.warmAfter) < days(p.coldAfter))) problems.push(`the cold age (${p.coldAfter}) must be longer than the warm age (${p.warmAfter})`);
+  if (!(days(p.coldAfter) < days(p.archiveAfter))) problems.push(`the archive age (${p.archiveAfter}) must be longer than the cold age (${p.coldAfter})`);
+  if (p.warmTablespace === p.coldTablespace) problems.push(`the warm and cold tablespaces must differ (both are "${p.warmTablespace}")`);
+  if (problems.length) throw new RangeError(`tier policy: ${problems.join('; ')}`);
+  return p;
+}
+
+/** The boundaries now, by the database's clock (or at `at`, for a plan of the future or a test). */
+export async function boundaries(db: Queryable, policy: TierPolicy, at?: Date): Promise<Boundaries> {
+  const r = await db.query<{ warm: Date; cold: Date; archive: Date }>(
+    `SELECT t - $1::interval AS warm, t - $2::interval AS cold, t - $3::interval AS archive
+       FROM (SELECT coalesce($4::timestamptz, now()) AS t) n`,
+    [policy.warmAfter, policy.coldAfter, policy.archiveAfter, at ?? null],
+  );
+  return r.rows[0]!;
+}
+
+/** The policy the configuration names (STRATA_TIER_*, STRATA_ARCHIVE_AFTER, STRATA_WARM/COLD_TABLESPACE). */
+export function policyFromConfig(c: { tierWarmAfter: string; tierColdAfter: string; archiveAfter: string; warmTablespace?: string | undefined; coldTablespace?: string | undefined }): TierPolicy {
+  return tierPolicy({
+    warmAfter: c.tierWarmAfter,
+    coldAfter: c.tierColdAfter,
+    archiveAfter: c.archiveAfter,
+    ...(c.warmTablespace ? { warmTablespace: c.warmTablespace } : {}),
+    ...(c.coldTablespace ? { coldTablespace: c.coldTablespace } : {}),
+  });
+}
