@@ -12,7 +12,7 @@ const CHUNKS = `
          ts.spcname AS tablespace,
          cts.spcname AS compressed_tablespace,
          pg_total_relation_size(cl.oid) + coalesce(pg_total_relation_size(ccl.oid), 0) AS bytes,
-         s.before_compression_total_bytes AS before
+         s.before_compression_total_bytes AS before, s.after_compression_total_bytes AS after
     FROM timescaledb_information.chunks c
     JOIN _timescaledb_catalog.chunk ch ON ch.schema_name = c.chunk_schema AND ch.table_name = c.chunk_name
     JOIN pg_class cl ON cl.oid = format('%I.%I', c.chunk_schema, c.chunk_name)::regclass
@@ -33,6 +33,7 @@ interface Row {
   compressed_tablespace: string | null;
   bytes: number | string;
   before: number | string | null;
+  after: number | string | null;
 }
 
 const toState = (r: Row): ChunkState => ({
@@ -44,6 +45,7 @@ const toState = (r: Row): ChunkState => ({
   compressedTablespace: r.compressed ? r.compressed_tablespace : null,
   bytes: Number(r.bytes),
   bytesBeforeCompression: r.compressed && r.before !== null ? Number(r.before) : null,
+  bytesAfterCompression: r.compressed && r.after !== null ? Number(r.after) : null,
 });
 
 export async function readChunks(db: Queryable, hypertable = HYPERTABLE): Promise<ChunkState[]> {

@@ -1,7 +1,7 @@
 // The tiering worker's Prometheus metrics: chunks and bytes per tier, compression ratio per tier,
 // step durations and failures, and the time of the last successful run.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { Plan } from './plan.ts';
+import { compressionRatio, type Plan } from './plan.ts';
 
 export function createTierMetrics(registry: Registry) {
   const chunks = new Gauge({ name: 'strata_tier_chunks', help: 'Chunks per tier (where they are now)', labelNames: ['tier'], registers: [registry] });
@@ -23,9 +23,8 @@ export function createTierMetrics(registry: Registry) {
       for (const tier of ['hot', 'warm', 'cold'] as const) {
         chunks.set({ tier }, p.totals.byTier[tier].chunks);
         bytes.set({ tier }, p.totals.byTier[tier].bytes);
-        const compressed = p.chunks.filter((c) => c.current === tier && c.chunk.compressed && c.chunk.bytesBeforeCompression);
-        const after = compressed.reduce((n, c) => n + c.chunk.bytes, 0);
-        if (after > 0) ratio.set({ tier }, compressed.reduce((n, c) => n + c.chunk.bytesBeforeCompression!, 0) / after);
+        const r = compressionRatio(p.chunks.filter((c) => c.current === tier).map((c) => c.chunk));
+        if (r !== null) ratio.set({ tier }, r);
       }
     },
   };

@@ -45,6 +45,13 @@ export function planChunk(c: ChunkState, b: Boundaries, policy: TierPolicy): Chu
   return { chunk: c, current: currentTier(c, policy), target, archiveDue: c.rangeEnd.getTime() <= b.archive.getTime(), steps: stepsFor(c, target, policy) };
 }
 
+/** Bytes before ÷ after compression over the compressed chunks given; null when there are none. */
+export function compressionRatio(chunks: readonly ChunkState[]): number | null {
+  const compressed = chunks.filter((c) => c.compressed && c.bytesBeforeCompression && c.bytesAfterCompression);
+  const after = compressed.reduce((n, c) => n + c.bytesAfterCompression!, 0);
+  return after > 0 ? compressed.reduce((n, c) => n + c.bytesBeforeCompression!, 0) / after : null;
+}
+
 export interface PlanTotals {
   chunks: number;
   chunksWithSteps: number;
@@ -67,10 +74,7 @@ export interface Plan {
 
 export function plan(chunks: readonly ChunkState[], b: Boundaries, policy: TierPolicy): Plan {
   const plans = [...chunks].sort((x, y) => x.rangeStart.getTime() - y.rangeStart.getTime()).map((c) => planChunk(c, b, policy));
-  const compressed = chunks.filter((c) => c.compressed && c.bytesBeforeCompression && c.bytes > 0);
-  const before = compressed.reduce((n, c) => n + c.bytesBeforeCompression!, 0);
-  const after = compressed.reduce((n, c) => n + c.bytes, 0);
-  const ratio = after > 0 ? before / after : null;
+  const ratio = compressionRatio(chunks);
   const byTier: PlanTotals['byTier'] = { hot: { chunks: 0, bytes: 0 }, warm: { chunks: 0, bytes: 0 }, cold: { chunks: 0, bytes: 0 } };
   let bytesToMove = 0;
   let expectedSavings = 0;

@@ -3,6 +3,7 @@
 // database (now() - interval), so month arithmetic and the clock are the server's.
 import { z } from 'zod';
 import type { Queryable } from '../db/port.ts';
+import { ConfigError } from '../errors.ts';
 import type { Boundaries } from './types.ts';
 
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -56,6 +57,14 @@ export async function boundaries(db: Queryable, policy: TierPolicy, at?: Date): 
 
 /** The policy the configuration names (STRATA_TIER_*, STRATA_ARCHIVE_AFTER, STRATA_WARM/COLD_TABLESPACE). */
 export function policyFromConfig(c: { tierWarmAfter: string; tierColdAfter: string; archiveAfter: string; warmTablespace?: string | undefined; coldTablespace?: string | undefined }): TierPolicy {
+  try {
+    return fromConfig(c);
+  } catch (err) {
+    throw new ConfigError([`STRATA_TIER_WARM_AFTER, STRATA_TIER_COLD_AFTER, STRATA_ARCHIVE_AFTER, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE: ${(err as Error).message}`]);
+  }
+}
+
+function fromConfig(c: Parameters<typeof policyFromConfig>[0]): TierPolicy {
   return tierPolicy({
     warmAfter: c.tierWarmAfter,
     coldAfter: c.tierColdAfter,

@@ -28,8 +28,9 @@ export interface ChunkState {
   compressedTablespace: string | null;
   /** Bytes on disk now (heap, indexes, toast; the compressed chunk's too). */
   bytes: number;
-  /** Bytes before compression, for compressed chunks (from chunk_compression_stats). */
+  /** Bytes before and after compression, for compressed chunks (from chunk_compression_stats). */
   bytesBeforeCompression: number | null;
+  bytesAfterCompression: number | null;
 }
 
 export interface Step {

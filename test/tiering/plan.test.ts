@@ -13,7 +13,7 @@ const b: Boundaries = { warm: at('2026-10-22T00:00:00Z'), cold: at('2026-05-25T0
 const DAY = 86_400_000;
 
 function chunk(start: Date, end: Date, o: Partial<ChunkState> = {}): ChunkState {
-  return { chunk: `_timescaledb_internal._hyper_1_${start.getTime()}_chunk`, rangeStart: start, rangeEnd: end, tablespace: null, compressed: false, compressedTablespace: null, bytes: 1_000_000, bytesBeforeCompression: null, ...o };
+  return { chunk: `_timescaledb_internal._hyper_1_${start.getTime()}_chunk`, rangeStart: start, rangeEnd: end, tablespace: null, compressed: false, compressedTablespace: null, bytes: 1_000_000, bytesBeforeCompression: null, bytesAfterCompression: null, ...o };
 }
 
 describe('tier of a chunk', () => {
@@ -62,14 +62,14 @@ describe('plan totals', () => {
     const p = plan(
       [
         chunk(new Date(b.warm.getTime() - 2 * DAY), new Date(b.warm.getTime() - DAY), { bytes: 10_000_000 }),
-        chunk(new Date(b.cold.getTime() - 2 * DAY), new Date(b.cold.getTime() - DAY), { compressed: true, tablespace: 'warm_data', compressedTablespace: 'warm_data', bytes: 500_000, bytesBeforeCompression: 10_000_000 }),
+        chunk(new Date(b.cold.getTime() - 2 * DAY), new Date(b.cold.getTime() - DAY), { compressed: true, tablespace: 'warm_data', compressedTablespace: 'warm_data', bytes: 600_000, bytesBeforeCompression: 10_000_000, bytesAfterCompression: 500_000 }),
         chunk(new Date(b.warm.getTime()), new Date(b.warm.getTime() + DAY), { bytes: 7_000_000 }),
       ],
       b,
       policy,
     );
-    expect(p.totals).toMatchObject({ chunks: 3, chunksWithSteps: 2, steps: 3, bytesToMove: 10_500_000, compressionRatio: 20, expectedSavings: 9_500_000 });
-    expect(p.totals.byTier).toEqual({ hot: { chunks: 2, bytes: 17_000_000 }, warm: { chunks: 1, bytes: 500_000 }, cold: { chunks: 0, bytes: 0 } });
+    expect(p.totals).toMatchObject({ chunks: 3, chunksWithSteps: 2, steps: 3, bytesToMove: 10_600_000, compressionRatio: 20, expectedSavings: 9_500_000 });
+    expect(p.totals.byTier).toEqual({ hot: { chunks: 2, bytes: 17_000_000 }, warm: { chunks: 1, bytes: 600_000 }, cold: { chunks: 0, bytes: 0 } });
     expect(p.chunks.map((c) => c.target)).toEqual(['cold', 'warm', 'hot']);
   });
 });
