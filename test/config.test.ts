@@ -40,6 +40,12 @@ describe('configuration', () => {
       writeAttempts: 3,
       seriesLimit: 100_000,
       ledgerRetention: '2 days',
+      tierWarmAfter: '30 days',
+      tierColdAfter: '180 days',
+      archiveAfter: '18 months',
+      tierSchedule: '17 * * * *',
+      tierLockTimeoutMs: 5_000,
+      workerListen: '127.0.0.1:9465',
     });
   });
 
@@ -66,6 +72,13 @@ describe('configuration', () => {
         STRATA_WRITE_ATTEMPTS: '5',
         STRATA_SERIES_LIMIT: '500',
         STRATA_LEDGER_RETENTION: '2 days',
+        STRATA_TIER_WARM_AFTER: '2 weeks',
+        STRATA_TIER_COLD_AFTER: '6 months',
+        STRATA_ARCHIVE_AFTER: '2 years',
+        STRATA_TIER_WINDOW: '01:00-05:00',
+        STRATA_TIER_SCHEDULE: '*/10 * * * *',
+        STRATA_TIER_LOCK_TIMEOUT_MS: '2000',
+        STRATA_WORKER_LISTEN: '9465',
       },
     });
     expect(c).toEqual({
@@ -81,6 +94,13 @@ describe('configuration', () => {
       writeAttempts: 5,
       seriesLimit: 500,
       ledgerRetention: '2 days',
+      tierWarmAfter: '2 weeks',
+      tierColdAfter: '6 months',
+      archiveAfter: '2 years',
+      tierWindow: '01:00-05:00',
+      tierSchedule: '*/10 * * * *',
+      tierLockTimeoutMs: 2_000,
+      workerListen: '9465',
       databaseUrl: 'postgres://gw:pw@bouncer:6432/metrics',
       adminDatabaseUrl: 'postgresql://admin@primary/metrics',
       region: 'eu-west-1',
