@@ -16,10 +16,10 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { migrate } from '../src/db/migrate.ts';
-import { tokenHash } from '../src/facilities/secrets.ts';
 import { METRICS_COPY_BINARY, encodeBinary } from '../src/ingest/copy-encode.ts';
 import { currentRows } from './support/baselines.ts';
 import { startBouncer } from './support/bouncer.ts';
+import { benchFacilities } from './support/facilities.ts';
 import { startGatewayProcess } from './support/gateway-process.ts';
 import { writeResults, type GatewayRun } from './support/report.ts';
 import { scratchDatabase } from './support/scratch.ts';
@@ -146,10 +146,7 @@ async function gatewayRun(cfg: (typeof sweep)[number], round: number, tokens: st
 try {
   await migrate(db, { chunkInterval: '1 hour' });
   const versions = await scratch.versions();
-  const tokens = Array.from({ length: F }, (_, i) => `stk_bench_${i}_${process.pid}`);
-  for (const [i, token] of tokens.entries()) {
-    await db.query(`INSERT INTO strata.facilities (code, region, token_hash, reader_role) VALUES ($1, 'bench', $2, $3)`, [`f${i}`, tokenHash(token), `bench_reader_${i}`]);
-  }
+  const tokens = await benchFacilities(db, F, 'bench');
   for (const [round, cfg] of sweep.entries()) {
     await db.exec('TRUNCATE strata.metrics');
     await db.exec('CHECKPOINT');

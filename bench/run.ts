@@ -15,11 +15,11 @@ import { parseArgs } from 'node:util';
 import { migrate } from '../src/db/migrate.ts';
 import { openDb } from '../src/db/open.ts';
 import type { Db } from '../src/db/port.ts';
-import { tokenHash } from '../src/facilities/secrets.ts';
 import { startGateway } from '../src/ingest/gateway.ts';
 import { silentLogger } from '../src/log.ts';
 import { currentRows, runBaselines, type BaselineResult } from './support/baselines.ts';
 import { startBouncer } from './support/bouncer.ts';
+import { benchFacilities } from './support/facilities.ts';
 import { startGatewayProcess } from './support/gateway-process.ts';
 import { drive, type LoadResult } from './support/load.ts';
 import { scratchDatabase } from './support/scratch.ts';
@@ -61,11 +61,7 @@ const say = (line: string) => process.stderr.write(line + '\n');
 
 async function setup(db: Db): Promise<string[]> {
   await migrate(db, { chunkInterval: values['chunk-interval'] });
-  const tokens = Array.from({ length: F }, (_, i) => `stk_bench_${process.pid}_${i}`);
-  for (const [i, token] of tokens.entries()) {
-    await db.query(`INSERT INTO strata.facilities (code, region, token_hash, reader_role) VALUES ($1, 'bench', $2, $3)`, [`f${i}`, tokenHash(token), `bench_reader_${process.pid}_${i}`]);
-  }
-  return tokens;
+  return benchFacilities(db, F, 'bench');
 }
 
 async function diskBytesPerRow(db: Db, rows: number): Promise<number> {

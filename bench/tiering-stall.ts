@@ -17,11 +17,11 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { migrate } from '../src/db/migrate.ts';
 import { openDb } from '../src/db/open.ts';
-import { tokenHash } from '../src/facilities/secrets.ts';
 import { createLogger } from '../src/log.ts';
 import { runTiering, type RunSummary } from '../src/tiering/job.ts';
 import { tierPolicy } from '../src/tiering/policy.ts';
 import { startBouncer } from './support/bouncer.ts';
+import { benchFacilities } from './support/facilities.ts';
 import { startGatewayProcess } from './support/gateway-process.ts';
 import { drive, type LoadResult } from './support/load.ts';
 import { scratchDatabase } from './support/scratch.ts';
@@ -65,10 +65,7 @@ try {
     await db.exec(`CREATE TABLESPACE ${spaces.at(-1)} LOCATION '${dir}'`);
   }
   const policy = tierPolicy({ warmTablespace: spaces[0]!, coldTablespace: spaces[1]! });
-  const tokens = Array.from({ length: F }, (_, i) => `stk_tierbench_${process.pid}_${i}`);
-  for (const [i, token] of tokens.entries()) {
-    await db.query(`INSERT INTO strata.facilities (code, region, token_hash, reader_role) VALUES ($1, 'bench', $2, $3)`, [`f${i}`, tokenHash(token), `tierbench_reader_${process.pid}_${i}`]);
-  }
+  const tokens = await benchFacilities(db, F, 'tierbench');
   // Old data to tier: --old-days of 1-day chunks ending 31 days ago (warm), one sample per 10 s per series.
   say(`loading ${values['old-days']} days of old data…`);
   await db.query(`INSERT INTO strata.series (facility_id, measurement, field) SELECT (SELECT min(id) FROM strata.facilities), 'old', 'f' || g FROM generate_series(1, $1::int) g`, [Number(values['old-series'])]);

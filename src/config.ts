@@ -32,11 +32,15 @@ const interval = z
     'must be a positive PostgreSQL interval of whole units, such as "1 hour", "30 minutes" or "1 day"',
   );
 
-const AGE = /^\s*(\d+)\s*(days?|weeks?|months?|years?)\s*$/i;
-const age = z.string().regex(AGE, 'must be a whole number of days, weeks, months or years, such as "30 days" or "18 months"');
+/** An age of data as a PostgreSQL interval of whole days, weeks, months or years ("18 months"). */
+export const AGE = /^\s*(\d+)\s*(days?|weeks?|months?|years?)\s*$/i;
+export const age = z.string().regex(AGE, 'must be a whole number of days, weeks, months or years, such as "30 days" or "18 months"');
 const WINDOW = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/;
 
 const LISTEN = /^(?:([^\s:]+|\[[0-9a-f:]+\]):)?(\d{1,5})$/i;
+
+const listen = (example: string) =>
+  z.string().refine((v) => LISTEN.test(v) && Number(LISTEN.exec(v)![2]) <= 65_535, `must be [host:]port with a port up to 65535, such as ${example}`);
 
 /** A whole number of at least `min`; environment variables arrive as text. */
 const count = (min: number) => z.coerce.number({ error: 'must be a whole number' }).int('must be a whole number').min(min, `must be at least ${min}`);
@@ -53,10 +57,7 @@ export const configSchema = z
     coldTablespace: tablespace.optional(),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
     devDir: z.string().min(1).default('.strata'),
-    listen: z
-      .string()
-      .refine((v) => LISTEN.test(v) && Number(LISTEN.exec(v)![2]) <= 65_535, 'must be [host:]port with a port up to 65535, such as "0.0.0.0:8086" or "8086"')
-      .default('0.0.0.0:8086'),
+    listen: listen('"0.0.0.0:8086" or "8086"').default('0.0.0.0:8086'),
     spoolDir: z.string().min(1).optional(),
     spoolMaxBytes: count(1 << 20).default(8 * 1024 ** 3),
     maxQueueBytes: count(1 << 20).default(256 * 1024 ** 2),
@@ -74,10 +75,7 @@ export const configSchema = z
     tierWindow: z.string().regex(WINDOW, 'must be HH:MM-HH:MM in UTC, such as "01:00-05:00"').optional(),
     tierSchedule: z.string().min(1).default('17 * * * *'),
     tierLockTimeoutMs: count(10).default(5_000),
-    workerListen: z
-      .string()
-      .refine((v) => LISTEN.test(v) && Number(LISTEN.exec(v)![2]) <= 65_535, 'must be [host:]port with a port up to 65535, such as "127.0.0.1:9465"')
-      .default('127.0.0.1:9465'),
+    workerListen: listen('"127.0.0.1:9465"').default('127.0.0.1:9465'),
   })
   .strict()
   .refine((c) => c.maxQueueBytes >= c.maxBodyBytes, {

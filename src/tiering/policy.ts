@@ -2,14 +2,12 @@
 // Ages are PostgreSQL intervals ("30 days", "18 months"); the boundaries are computed by the
 // database (now() - interval), so month arithmetic and the clock are the server's.
 import { z } from 'zod';
+import { AGE, age } from '../config.ts';
 import type { Queryable } from '../db/port.ts';
 import { ConfigError } from '../errors.ts';
 import type { Boundaries } from './types.ts';
 
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
-export const AGE = /^\s*(\d+)\s*(days?|weeks?|months?|years?)\s*$/i;
-
-const age = z.string().regex(AGE, 'must be a whole number of days, weeks, months or years, such as "30 days" or "18 months"');
 
 export const tierPolicySchema = z
   .object({
