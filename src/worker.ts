@@ -11,7 +11,7 @@ import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { ConfigError } from './errors.ts';
 import type { Logger } from './log.ts';
-import { racingPolicies } from './tiering/catalog.ts';
+import { racingPolicyWarnings } from './tiering/catalog.ts';
 import { runTiering, type RunSummary } from './tiering/job.ts';
 import { createTierMetrics } from './tiering/metrics.ts';
 import { policyFromConfig, type TierPolicy } from './tiering/policy.ts';
@@ -50,9 +50,7 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
   let running: Promise<RunSummary | null> | null = null;
 
   const reportRaces = async () => {
-    for (const j of await racingPolicies(db)) {
-      log.warn('a TimescaleDB policy on the hypertable races with strata worker; remove it', { job: j.jobId, policy: j.kind, schedule: j.schedule });
-    }
+    for (const w of await racingPolicyWarnings(db)) log.warn(w);
   };
   const tiering = async (): Promise<RunSummary | null> => {
     try {

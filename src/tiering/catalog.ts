@@ -69,3 +69,10 @@ export async function racingPolicies(db: Queryable, hypertable = HYPERTABLE): Pr
   );
   return r.rows.map((x) => ({ jobId: x.job_id, kind: x.proc_name.replace(/^policy_/, ''), schedule: x.schedule_interval }));
 }
+
+/** racingPolicies as operator warnings, each with the call that removes the policy. */
+export async function racingPolicyWarnings(db: Queryable, hypertable = HYPERTABLE): Promise<string[]> {
+  return (await racingPolicies(db, hypertable)).map(
+    (j) => `TimescaleDB ${j.kind} policy (job ${j.jobId}, every ${j.schedule}) runs on ${hypertable} and races with strata's workers; remove it (SELECT remove_${j.kind}_policy('${hypertable}'))`,
+  );
+}

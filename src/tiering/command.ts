@@ -5,7 +5,7 @@ import type { Db } from '../db/port.ts';
 import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { bytes, parseDuration } from '../units.ts';
-import { racingPolicies, readChunks } from './catalog.ts';
+import { racingPolicyWarnings, readChunks } from './catalog.ts';
 import { runTiering, type RunSummary } from './job.ts';
 import { plan, type Plan } from './plan.ts';
 import { boundaries, policyFromConfig } from './policy.ts';
@@ -67,12 +67,6 @@ export function formatSummary(s: RunSummary): string {
   ].join('\n');
 }
 
-async function warnings(db: Db): Promise<string[]> {
-  return (await racingPolicies(db)).map(
-    (j) => `TimescaleDB ${j.kind} policy (job ${j.jobId}, every ${j.schedule}) runs on this hypertable and races with strata's workers; remove it (SELECT remove_${j.kind}_policy('strata.metrics'))`,
-  );
-}
-
 export async function tierCommand(args: string[], config: Config, log: Logger, db: Db, out: (t: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   const policy = policyFromConfig(config);
@@ -81,7 +75,7 @@ export async function tierCommand(args: string[], config: Config, log: Logger, d
     const at = values.at === undefined ? undefined : new Date(values.at);
     if (at && Number.isNaN(at.getTime())) throw new UsageError(`strata tier plan: --at "${values.at}" is not a timestamp (use ISO 8601, such as 2026-12-01T00:00:00Z)`);
     const p = plan(await readChunks(db), await boundaries(db, policy, at), policy);
-    const warn = await warnings(db);
+    const warn = await racingPolicyWarnings(db);
     out(values.json ? JSON.stringify({ ...p, warnings: warn }, null, 2) : formatPlan(p, warn));
     return 0;
   }
@@ -101,7 +95,7 @@ export async function tierCommand(args: string[], config: Config, log: Logger, d
     } catch (err) {
       throw new UsageError(`strata tier run: ${(err as Error).message}`);
     }
-    for (const w of await warnings(db)) log.warn(w);
+    for (const w of await racingPolicyWarnings(db)) log.warn(w);
     const s = await runTiering(db, log, {
       policy,
       ...(maxChunks ? { maxChunks } : {}),
