@@ -8,13 +8,13 @@
 //  - Checks each chunk's row count and content checksum before its first step and after its last.
 //  - Stops starting new steps at --max-chunks, --max-duration or the end of the maintenance window.
 import { randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Queryable } from '../db/port.ts';
-import { errorText, sqlState } from '../errors.ts';
+import { errorText } from '../errors.ts';
 import { Journal } from '../jobs/journal.ts';
 import type { Logger } from '../log.ts';
 import { HYPERTABLE, readChunk, readChunks } from './catalog.ts';
 import { tryLock, unlock } from './lock.ts';
+import { withLockTimeout } from './lock-timeout.ts';
 import type { TierMetrics } from './metrics.ts';
 import { plan as makePlan, stepsFor, targetTier, type Plan } from './plan.ts';
 import { boundaries, type TierPolicy } from './policy.ts';
@@ -35,6 +35,8 @@ export interface RunOptions {
   lockTimeoutMs?: number;
   /** Attempts of a step that cannot get its lock within lock_timeout (default 5). */
   lockAttempts?: number;
+  /** First wait before such a step is tried again (default 1 s, doubling). */
+  lockBackoffMs?: number;
   /** Boundaries at this instant instead of now. */
   at?: Date;
   metrics?: TierMetrics;
@@ -60,7 +62,6 @@ export interface RunSummary {
   failures: { chunk: string; step: string; error: string }[];
 }
 
-const LOCK_NOT_AVAILABLE = '55P03';
 /** A chunk's steps may not take more rounds than this (a step that leaves the catalog unchanged would loop). */
 const MAX_ROUNDS = 6;
 
@@ -73,20 +74,21 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
     runId, stopped: 'done', chunksPlanned: 0, chunksDone: 0, chunksFailed: 0, stepsDone: 0, stepsFailed: 0,
     interruptedSteps: 0, bytesBefore: 0, bytesAfter: 0, seconds: 0, failures: [],
   };
-  const finish = () => {
+  /** `ran`: the run held the lock and worked through the plan (or part of it); a success when nothing failed. */
+  const finish = (ran: boolean) => {
     summary.seconds = (now().getTime() - started) / 1000;
-    if (summary.stopped !== 'locked' && summary.stopped !== 'lock-lost' && summary.stepsFailed === 0) o.metrics?.lastSuccess.set(now().getTime() / 1000);
+    if (ran && summary.stopped !== 'lock-lost' && summary.failures.length === 0) o.metrics?.lastSuccess.set(now().getTime() / 1000);
     return summary;
   };
   if (o.window && !inWindow(o.window, now())) {
     log.info('outside the maintenance window; nothing done', { window: o.window.text });
     summary.stopped = 'window';
-    return finish();
+    return finish(false);
   }
   if (!(await tryLock(db, hypertable))) {
     log.info('another worker holds the tiering lock on this hypertable; nothing done', { hypertable });
     summary.stopped = 'locked';
-    return finish();
+    return finish(false);
   }
   const journal = new Journal(db, 'tiering', runId, hypertable);
   try {
@@ -120,7 +122,7 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
     }
     if (summary.stopped === 'done' && o.metrics) o.metrics.observePlan(makePlan(await readChunks(db, hypertable), b, o.policy));
     log.info('tiering run finished', { ...summary, failures: summary.failures.length });
-    return finish();
+    return finish(true);
 
     function shouldStop(): StopReason | null {
       if (summary.chunksDone + summary.chunksFailed >= limitChunks) return 'max-chunks';
@@ -145,7 +147,7 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
         const t0 = performance.now();
         log.info(`tiering ${progress} ${chunk}: ${describeStep(step)}`, { rangeStart: state.rangeStart, rangeEnd: state.rangeEnd, bytes: state.bytes });
         try {
-          await withLockRetries(id, () => runStep(db, chunk, step, index));
+          await withLockTimeout(db, { timeoutMs: lockTimeout, attempts: o.lockAttempts, backoffMs: o.lockBackoffMs, log, onAttempt: (a) => journal.running(id, a) }, () => runStep(db, chunk, step, index));
           await o.afterStep?.(chunk, step);
         } catch (err) {
           const text = errorText(err);
@@ -182,23 +184,6 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
         }
       }
       return true;
-    }
-
-    async function withLockRetries(id: number, fn: () => Promise<void>): Promise<void> {
-      const attempts = o.lockAttempts ?? 5;
-      for (let attempt = 1; ; attempt++) {
-        await journal.running(id, attempt);
-        await db.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeout}ms`]);
-        try {
-          return await fn();
-        } catch (err) {
-          if (sqlState(err) !== LOCK_NOT_AVAILABLE || attempt >= attempts) throw err;
-          log.warn('step could not get its lock in time; retrying', { attempt, error: err });
-          await sleep(Math.min(30_000, 500 * 2 ** attempt * (0.5 + Math.random() / 2)));
-        } finally {
-          await db.exec('RESET lock_timeout').catch(() => {});
-        }
-      }
     }
   } finally {
     await unlock(db, hypertable).catch(() => {});

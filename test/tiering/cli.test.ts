@@ -70,6 +70,30 @@ describe('strata tier', () => {
     expect(await strata(['worker'], { ...env, STRATA_TIER_SCHEDULE: 'every hour' })).toMatchObject({ code: 78, err: expect.stringContaining('STRATA_TIER_SCHEDULE="every hour": not a cron expression') });
   });
 
+  it('warns about TimescaleDB compression and retention policies that would race with the workers', async () => {
+    const db = await openPglite(`pglite:${dir}`);
+    try {
+      // TimescaleDB runs a policy as the hypertable's owner, which must be able to log in for it to be added.
+      await db.exec(`ALTER ROLE strata_maintainer LOGIN; SELECT add_compression_policy('strata.metrics', INTERVAL '7 days'); SELECT add_retention_policy('strata.metrics', INTERVAL '5 years'); ALTER ROLE strata_maintainer NOLOGIN`);
+    } finally {
+      await db.close();
+    }
+    try {
+      const plan = await strata(['tier', 'plan'], env);
+      expect(plan.code).toBe(0);
+      expect(plan.out).toMatch(/warning: TimescaleDB compression policy \(job \d+, every [^)]+\) runs on strata\.metrics and races with strata's workers; remove it \(SELECT remove_compression_policy\('strata\.metrics'\)\)/);
+      expect(plan.out).toMatch(/warning: TimescaleDB retention policy .*\(SELECT remove_retention_policy\('strata\.metrics'\)/);
+      expect(JSON.parse((await strata(['tier', 'plan', '--json'], env)).out).warnings).toHaveLength(2);
+      const run = await strata(['tier', 'run'], { ...env, STRATA_LOG_LEVEL: 'warn' });
+      expect(run.err).toMatch(/"level":"warn","msg":"TimescaleDB compression policy/);
+    } finally {
+      const db = await openPglite(`pglite:${dir}`);
+      await db.exec(`SELECT remove_compression_policy('strata.metrics'); SELECT remove_retention_policy('strata.metrics')`);
+      await db.close();
+    }
+    expect(JSON.parse((await strata(['tier', 'plan', '--json'], env)).out).warnings).toEqual([]);
+  });
+
   it('does nothing outside the maintenance window', async () => {
     const h = new Date().getUTCHours();
     const later = `${String((h + 2) % 24).padStart(2, '0')}:00-${String((h + 3) % 24).padStart(2, '0')}:00`;

@@ -102,6 +102,33 @@ describe.each(timescaleTargets())('tiering on $name', (target) => {
     expect(await hotFiles()).toEqual(hot);
   });
 
+  it('fails a chunk whose rows changed across its steps, journals why, and leaves the rows alone', async () => {
+    // A fresh chunk 26 months back, so there is a chunk with steps left.
+    await db.exec(`INSERT INTO strata.metrics (time, facility_id, series_id, value) SELECT t, s.facility_id, s.id, s.id FROM generate_series(now() - interval '26 months', now() - interval '25 months', interval '8 hours') t, strata.series s`);
+    expected = await checksum();
+    let inserted: Date | null = null;
+    const r = await runTiering(db, silentLogger, {
+      policy,
+      maxChunks: 1,
+      afterStep: async (chunk) => {
+        if (inserted) return;
+        // A late row lands in the chunk between its steps (what verification exists to notice).
+        const c = (await readChunks(db)).find((x) => x.chunk === chunk)!;
+        inserted = new Date(c.rangeStart.getTime() + 60_000);
+        await db.query(`INSERT INTO strata.metrics (time, facility_id, series_id, value) SELECT $1, facility_id, id, -1 FROM strata.series ORDER BY id LIMIT 1`, [inserted]);
+      },
+    });
+    expect(inserted).not.toBeNull();
+    expect(r.chunksFailed).toBe(1);
+    expect(r.failures).toEqual([{ chunk: expect.any(String), step: 'verify', error: expect.stringMatching(/^content changed across the steps: \d+ rows \(checksum -?\d+\) before, \d+ rows \(checksum -?\d+\) after/) }]);
+    const [, before, after] = /(\d+) rows .* (\d+) rows/.exec(r.failures[0]!.error)!;
+    expect(Number(after)).toBe(Number(before) + 1);
+    const journal = await db.query(`SELECT state, error FROM strata.job_journal WHERE step = 'verify' AND chunk = $1`, [r.failures[0]!.chunk]);
+    expect(journal.rows).toEqual([{ state: 'failed', error: r.failures[0]!.error }]);
+    await db.query(`DELETE FROM strata.metrics WHERE time = $1 AND value = -1`, [inserted]);
+    expect(await checksum()).toEqual(expected);
+  });
+
   it('reaches every chunk\'s tier, keeps every row, and leaves hot chunks untouched', async () => {
     const hot = await hotFiles();
     const r = await runTiering(db, silentLogger, { policy });
