@@ -35,6 +35,8 @@ const interval = z
 /** An age of data as a PostgreSQL interval of whole days, weeks, months or years ("18 months"). */
 export const AGE = /^\s*(\d+)\s*(days?|weeks?|months?|years?)\s*$/i;
 export const age = z.string().regex(AGE, 'must be a whole number of days, weeks, months or years, such as "30 days" or "18 months"');
+const BUCKET = '[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]';
+const BUCKETS = new RegExp(`^\\s*[a-z0-9][a-z0-9-]{0,62}=${BUCKET}(\\s*,\\s*[a-z0-9][a-z0-9-]{0,62}=${BUCKET})*\\s*$`);
 const WINDOW = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/;
 
 const LISTEN = /^(?:([^\s:]+|\[[0-9a-f:]+\]):)?(\d{1,5})$/i;
@@ -76,6 +78,18 @@ export const configSchema = z
     tierSchedule: z.string().min(1).default('17 * * * *'),
     tierLockTimeoutMs: count(10).default(5_000),
     workerListen: listen('"127.0.0.1:9465"').default('127.0.0.1:9465'),
+    archiveBuckets: z
+      .string()
+      .regex(BUCKETS, 'must list region=bucket pairs separated by commas, such as "eu-west-1=strata-eu,us-east-1=strata-us" (bucket names: 3-63 lowercase letters, digits, dots, hyphens)')
+      .optional(),
+    archivePrefix: z.string().regex(/^[A-Za-z0-9!_.*'()/-]{0,200}$/, 'must be an S3 key prefix of letters, digits and !_.*\'()/-').default('strata'),
+    archiveStorageClass: z.enum(['GLACIER', 'DEEP_ARCHIVE', 'GLACIER_IR', 'STANDARD']).default('GLACIER'),
+    archiveObjectLock: z.enum(['off', 'GOVERNANCE', 'COMPLIANCE']).default('off'),
+    archiveRetention: age.default('7 years'),
+    archiveRestoreTier: z.enum(['Standard', 'Bulk', 'Expedited']).default('Standard'),
+    archiveRestoreDays: count(1).default(7),
+    archiveWorkDir: z.string().min(1).optional(),
+    s3Endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL, such as http://127.0.0.1:9000' }).optional(),
   })
   .strict()
   .refine((c) => c.maxQueueBytes >= c.maxBodyBytes, {
@@ -115,6 +129,15 @@ export const ENV_NAMES: Record<Key, string> = {
   tierSchedule: 'STRATA_TIER_SCHEDULE',
   tierLockTimeoutMs: 'STRATA_TIER_LOCK_TIMEOUT_MS',
   workerListen: 'STRATA_WORKER_LISTEN',
+  archiveBuckets: 'STRATA_ARCHIVE_BUCKETS',
+  archivePrefix: 'STRATA_ARCHIVE_PREFIX',
+  archiveStorageClass: 'STRATA_ARCHIVE_STORAGE_CLASS',
+  archiveObjectLock: 'STRATA_ARCHIVE_OBJECT_LOCK',
+  archiveRetention: 'STRATA_ARCHIVE_RETENTION',
+  archiveRestoreTier: 'STRATA_ARCHIVE_RESTORE_TIER',
+  archiveRestoreDays: 'STRATA_ARCHIVE_RESTORE_DAYS',
+  archiveWorkDir: 'STRATA_ARCHIVE_WORK_DIR',
+  s3Endpoint: 'STRATA_S3_ENDPOINT',
 };
 
 /** Host and port of a `listen` setting. */
