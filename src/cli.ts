@@ -16,6 +16,7 @@ import { serve } from './serve.ts';
 import { sizeCommand } from './sizing/command.ts';
 import { formatStatus, readStatus } from './status.ts';
 import { tierCommand } from './tiering/command.ts';
+import { archiveCommand } from './backup/command.ts';
 import { runWorker } from './worker.ts';
 
 const HELP = `strata — time-series ingestion and retention for TimescaleDB
@@ -42,7 +43,19 @@ commands:
   tier plan [--at <time>] [--json]  per chunk: range, size, tier and state, and the steps to its target tier
   tier run [--max-chunks <n>] [--max-duration 30m] [--window HH:MM-HH:MM] [--no-verify] [--json]
                                     move and compress chunks hot → warm → cold, one step at a time, journaled
-  worker                            scheduled tiering (STRATA_TIER_SCHEDULE) with metrics on STRATA_WORKER_LISTEN
+  archive plan [--at <time>] [--json]
+                                    chunks older than the archive boundary, their catalog state and steps
+  archive run [--max-chunks <n>] [--max-duration 2h] [--json]
+                                    export, upload (tar.gz to this region's bucket), verify, then drop them
+  archive list [--from <t>] [--to <t>] [--facility <code>] [--json]
+                                    the archive catalog
+  archive restore --from <t> --to <t> [--facility <code>] [--into <table>] [--wait] [--poll 5m] [--max-wait 12h]
+                                    Glacier restore (or resume one), download, verify and load
+  archive expire [--dry-run] [--json]
+                                    delete objects past their retention (STRATA_ARCHIVE_RETENTION)
+  archive lifecycle [--apply] [--json]
+                                    the equivalent S3 lifecycle rules (printed, or applied to the bucket)
+  worker                            scheduled tiering then archive (STRATA_TIER_SCHEDULE), metrics on STRATA_WORKER_LISTEN
 
 options:
   --config <file>   JSON file of settings (environment variables override it)
@@ -54,7 +67,10 @@ settings (environment): STRATA_DATABASE_URL, STRATA_ADMIN_DATABASE_URL, STRATA_R
   STRATA_LISTEN, STRATA_SPOOL_DIR, STRATA_SPOOL_MAX_BYTES, STRATA_MAX_QUEUE_BYTES, STRATA_MAX_BODY_BYTES,
   STRATA_BATCH_ROWS, STRATA_BATCH_AGE_MS, STRATA_WRITERS, STRATA_WRITE_TIMEOUT_MS, STRATA_WRITE_ATTEMPTS,
   STRATA_SERIES_LIMIT, STRATA_LEDGER_RETENTION, STRATA_TIER_WARM_AFTER, STRATA_TIER_COLD_AFTER,
-  STRATA_ARCHIVE_AFTER, STRATA_TIER_WINDOW, STRATA_TIER_SCHEDULE, STRATA_TIER_LOCK_TIMEOUT_MS, STRATA_WORKER_LISTEN
+  STRATA_ARCHIVE_AFTER, STRATA_TIER_WINDOW, STRATA_TIER_SCHEDULE, STRATA_TIER_LOCK_TIMEOUT_MS, STRATA_WORKER_LISTEN,
+  STRATA_ARCHIVE_BUCKETS, STRATA_ARCHIVE_PREFIX, STRATA_ARCHIVE_STORAGE_CLASS, STRATA_ARCHIVE_OBJECT_LOCK,
+  STRATA_ARCHIVE_RETENTION, STRATA_ARCHIVE_RESTORE_TIER, STRATA_ARCHIVE_RESTORE_DAYS, STRATA_ARCHIVE_WORK_DIR,
+  STRATA_S3_ENDPOINT; S3 credentials from the AWS SDK's default chain (AWS_ACCESS_KEY_ID, ...)
   (see README.md for each one's meaning and default)
 `;
 
@@ -201,6 +217,9 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
       case 'tier':
         // One connection: the run's session advisory lock and lock_timeout live on it.
         return await withAdminDb(config, 'for strata tier', log, (db) => tierCommand(args, config, log, db, io.out), 1);
+      case 'archive':
+        // One connection, as for tier: the chunk-job lock is a session lock.
+        return await withAdminDb(config, 'for strata archive', log, (db) => archiveCommand(args, config, log, db, io.out), 1);
       default:
         throw new UsageError(`unknown command "${command}"; run strata --help`);
     }

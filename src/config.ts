@@ -89,6 +89,7 @@ export const configSchema = z
     archiveRestoreTier: z.enum(['Standard', 'Bulk', 'Expedited']).default('Standard'),
     archiveRestoreDays: count(1).default(7),
     archiveWorkDir: z.string().min(1).optional(),
+    devS3Listen: listen('"127.0.0.1:4568"').default('127.0.0.1:4568'),
     s3Endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL, such as http://127.0.0.1:9000' }).optional(),
   })
   .strict()
@@ -137,6 +138,7 @@ export const ENV_NAMES: Record<Key, string> = {
   archiveRestoreTier: 'STRATA_ARCHIVE_RESTORE_TIER',
   archiveRestoreDays: 'STRATA_ARCHIVE_RESTORE_DAYS',
   archiveWorkDir: 'STRATA_ARCHIVE_WORK_DIR',
+  devS3Listen: 'STRATA_DEV_S3_LISTEN',
   s3Endpoint: 'STRATA_S3_ENDPOINT',
 };
 

@@ -9,7 +9,11 @@ import { openPglite } from './db/pglite.ts';
 import type { Db } from './db/port.ts';
 import { addFacility } from './facilities/registry.ts';
 import { newToken, tokenHash } from './facilities/secrets.ts';
+import { DEV_REGION, startLocalS3 } from './backup/local-s3.ts';
+import { listenAddress } from './config.ts';
 import { startGateway } from './ingest/gateway.ts';
+import { policyFromConfig } from './tiering/policy.ts';
+import { startWorker } from './worker.ts';
 import type { Logger } from './log.ts';
 import { gatewayOptions, runGateway, untilSignal } from './serve.ts';
 import { formatStatus, readStatus } from './status.ts';
@@ -66,14 +70,29 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
     await db.ensureTablespace(cold);
     const result = await migrate(db, { chunkInterval: config.chunkInterval, warmTablespace: warm, coldTablespace: cold, logger: log });
     out(result.applied.length ? `applied ${result.applied.length} migrations` : 'schema up to date');
-    const region = config.region ?? 'local';
+    const region = config.region ?? DEV_REGION;
     const token = await demoToken(db, dir, region);
     out(formatStatus(await readStatus(db)));
     const signal = untilSignal(log);
+    const s3 = await startLocalS3({ ...config, region }, join(dir, 's3'), listenAddress(config.devS3Listen));
+    let worker;
+    try {
+      worker = await startWorker(db, log, { policy: policyFromConfig(config), schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, archive: s3.settings, ...listenAddress(config.workerListen) });
+    } catch (err) {
+      await s3.stop();
+      throw err;
+    }
     const gateway = await startGateway(db, log, { ...gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region), replayIntervalMs: 1_000 });
     out('');
+    out(`local S3: ${s3.endpoint} (bucket ${s3.settings.bucket}, files in ${join(dir, 's3')})`);
+    out(`worker: tiering then archive on "${config.tierSchedule}" (UTC); metrics: ${worker.url}/metrics`);
+    out('');
     out(devInstructions(gateway.url, token));
-    await runGateway(db, gateway, log, signal);
+    try {
+      await runGateway(db, gateway, log, signal, () => worker.stop());
+    } finally {
+      await s3.stop();
+    }
   } catch (err) {
     await db.close().catch(() => {});
     throw err;

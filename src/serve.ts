@@ -45,10 +45,12 @@ export function untilSignal(log: Logger): Promise<string> {
  * Runs the gateway until `signal` (from untilSignal(), taken before the gateway announces itself, so
  * a signal sent right after the announcement is never missed), then flushes and closes.
  */
-export async function runGateway(db: Db, gateway: Gateway, log: Logger, signal: Promise<string>): Promise<void> {
+/** Until the signal: then stops the gateway (flushing pending rows), anything else (`alsoStop`), and closes the database. */
+export async function runGateway(db: Db, gateway: Gateway, log: Logger, signal: Promise<string>, alsoStop?: () => Promise<void>): Promise<void> {
   await signal;
   try {
     await gateway.stop();
+    await alsoStop?.();
   } finally {
     await db.close().catch((err) => log.warn('closing the database failed', { error: err }));
   }

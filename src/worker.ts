@@ -1,6 +1,6 @@
-// `strata worker`: the scheduled jobs. Tiering runs on STRATA_TIER_SCHEDULE (node-cron, no overlap);
-// several replicas are safe because a run takes the hypertable's session lock first and a replica
-// that finds it held does nothing. TimescaleDB's own compression or retention policies on the
+// `strata worker`: the scheduled jobs. Tiering runs on STRATA_TIER_SCHEDULE (node-cron, no overlap),
+// then the archive when it is configured (STRATA_ARCHIVE_BUCKETS); several replicas are safe because
+// each job takes the hypertable's session lock first and a replica that finds it held does nothing. TimescaleDB's own compression or retention policies on the
 // hypertable would race with the jobs: they are reported at start and before every run.
 // Metrics and health on STRATA_WORKER_LISTEN (/metrics, /health). Above tiering/, never below it.
 import { createServer, type Server } from 'node:http';
@@ -11,11 +11,15 @@ import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { ConfigError } from './errors.ts';
 import type { Logger } from './log.ts';
+import { runArchive, type ArchiveSummary } from './backup/job.ts';
+import { createArchiveMetrics } from './backup/metrics.ts';
+import { ArchiveStore } from './backup/s3.ts';
+import { archiveSettings, type ArchiveSettings } from './backup/settings.ts';
 import { racingPolicyWarnings } from './tiering/catalog.ts';
 import { runTiering, type RunSummary } from './tiering/job.ts';
 import { createTierMetrics } from './tiering/metrics.ts';
 import { policyFromConfig, type TierPolicy } from './tiering/policy.ts';
-import { parseWindow, type MaintenanceWindow } from './tiering/window.ts';
+import { inWindow, parseWindow, type MaintenanceWindow } from './tiering/window.ts';
 import { untilSignal } from './serve.ts';
 
 export interface WorkerOptions {
@@ -24,6 +28,8 @@ export interface WorkerOptions {
   schedule: string;
   window?: MaintenanceWindow;
   lockTimeoutMs: number;
+  /** Archive after each tiering run (into this region's bucket); none when unset. */
+  archive?: ArchiveSettings;
   host: string;
   port: number;
   defaultMetrics?: boolean;
@@ -32,8 +38,8 @@ export interface WorkerOptions {
 export interface Worker {
   readonly url: string;
   readonly registry: Registry;
-  /** Runs the tiering job now (as the schedule would). */
-  runTieringNow(): Promise<RunSummary | null>;
+  /** Runs the scheduled jobs now (as the schedule would): tiering, then the archive. */
+  runNow(): Promise<{ tiering: RunSummary | null; archive: ArchiveSummary | null }>;
   stop(): Promise<void>;
 }
 
@@ -47,7 +53,9 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
   const registry = new Registry();
   if (o.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'strata_worker_' });
   const metrics = createTierMetrics(registry);
-  let running: Promise<RunSummary | null> | null = null;
+  const archiveMetrics = createArchiveMetrics(registry);
+  const store = o.archive ? new ArchiveStore(o.archive) : null;
+  let running: Promise<{ tiering: RunSummary | null; archive: ArchiveSummary | null }> | null = null;
 
   const reportRaces = async () => {
     for (const w of await racingPolicyWarnings(db)) log.warn(w);
@@ -62,10 +70,21 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
       return null;
     }
   };
-  const runTieringNow = () => (running ??= tiering().finally(() => (running = null)));
+  const archive = async (): Promise<ArchiveSummary | null> => {
+    if (!store || !o.archive) return null;
+    if (o.window && !inWindow(o.window, new Date())) return null; // the window bounds both jobs
+    try {
+      return await runArchive(db, store, log, { settings: o.archive, policy: o.policy, lockTimeoutMs: o.lockTimeoutMs, metrics: archiveMetrics });
+    } catch (err) {
+      archiveMetrics.failures.inc({ step: 'run' });
+      log.error('archive run failed', { error: err });
+      return null;
+    }
+  };
+  const runNow = () => (running ??= (async () => ({ tiering: await tiering(), archive: await archive() }))().finally(() => (running = null)));
 
   await reportRaces().catch((err) => log.warn('cannot read the hypertable\'s TimescaleDB policies yet', { error: err }));
-  const task = cron.schedule(o.schedule, () => runTieringNow(), { name: 'strata-tiering', noOverlap: true, timezone: 'Etc/UTC' });
+  const task = cron.schedule(o.schedule, () => runNow(), { name: 'strata-tiering', noOverlap: true, timezone: 'Etc/UTC' });
 
   const server: Server = createServer((req, res) => {
     if (req.url === '/metrics') {
@@ -82,14 +101,15 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
   });
   const addr = server.address();
   const url = `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${typeof addr === 'object' && addr ? addr.port : o.port}`;
-  log.info('worker started', { schedule: o.schedule, nextRun: task.getNextRun(), metrics: `${url}/metrics` });
+  log.info('worker started', { schedule: o.schedule, nextRun: task.getNextRun(), metrics: `${url}/metrics`, archive: o.archive ? `s3://${o.archive.bucket}` : 'not configured (STRATA_ARCHIVE_BUCKETS)' });
   return {
     url,
     registry,
-    runTieringNow,
+    runNow,
     async stop() {
       await task.destroy();
       await running;
+      store?.close();
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
@@ -101,12 +121,13 @@ export async function runWorker(config: Config, log: Logger, out: (t: string) =>
   checkSchedule(config.tierSchedule);
   const policy = policyFromConfig(config);
   const window = config.tierWindow ? parseWindow(config.tierWindow) : undefined;
+  const archive = config.archiveBuckets ? archiveSettings(config) : undefined;
   const db = await openDb(url, { logger: log, max: 1, applicationName: 'strata-worker' });
   try {
     const signal = untilSignal(log);
     const { host, port } = listenAddress(config.workerListen);
-    const w = await startWorker(db, log, { policy, schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, host, port, ...(window ? { window } : {}) });
-    out(`strata worker: tiering on "${config.tierSchedule}" (UTC)${window ? ` within ${window.text}` : ''}; metrics on ${w.url}/metrics`);
+    const w = await startWorker(db, log, { policy, schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, host, port, ...(window ? { window } : {}), ...(archive ? { archive } : {}) });
+    out(`strata worker: tiering${archive ? ` then archive to s3://${archive.bucket}` : ''} on "${config.tierSchedule}" (UTC)${window ? ` within ${window.text}` : ''}; metrics on ${w.url}/metrics`);
     await signal;
     await w.stop();
   } finally {

@@ -34,7 +34,7 @@ describe('strata dev', () => {
     const dir = mkdtempSync(join(tmpdir(), 'strata-dev-'));
     const port = await freePort();
     // A long batch age: rows are still pending when SIGTERM arrives, so the flush on shutdown is what commits them.
-    const env = { STRATA_DEV_DIR: dir, STRATA_LISTEN: `127.0.0.1:${port}`, STRATA_LOG_LEVEL: 'warn', STRATA_BATCH_AGE_MS: '60000' };
+    const env = { STRATA_DEV_DIR: dir, STRATA_LISTEN: `127.0.0.1:${port}`, STRATA_LOG_LEVEL: 'warn', STRATA_BATCH_AGE_MS: '60000', STRATA_WORKER_LISTEN: `127.0.0.1:${await freePort()}`, STRATA_DEV_S3_LISTEN: `127.0.0.1:${await freePort()}` };
     const first = startDev(env);
     const out = await first.ready;
     expect(out).toContain(`embedded TimescaleDB in ${dir}`);
@@ -83,5 +83,42 @@ describe('strata dev', () => {
     expect(res.status).toBe(204);
     second.child.kill('SIGINT');
     expect(await second.exit).toBe('0');
+  }, 180_000);
+
+  it('tiers and archives old rows into its local S3 on schedule; the archive commands then list and restore them on one machine', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strata-dev-archive-'));
+    const port = await freePort();
+    const env = { STRATA_DEV_DIR: dir, STRATA_LISTEN: `127.0.0.1:${port}`, STRATA_LOG_LEVEL: 'warn', STRATA_BATCH_AGE_MS: '50', STRATA_TIER_SCHEDULE: '*/2 * * * * *', STRATA_WORKER_LISTEN: `127.0.0.1:${await freePort()}`, STRATA_DEV_S3_LISTEN: `127.0.0.1:${await freePort()}` };
+    const dev = startDev(env);
+    const out = await dev.ready;
+    expect(out).toMatch(/local S3: http:\/\/127\.0\.0\.1:\d+ \(bucket strata-archive-local, files in .*\/s3\)/);
+    const token = /Token (\S+)'/.exec(out)![1]!;
+    const twoYearsAgo = Math.floor(Date.now() / 1000) - 2 * 365 * 86_400;
+    const lines = [0, 60, 120].map((s, i) => `press,line=9 temp=${60 + i} ${twoYearsAgo + s}`).join('\n') + `\npress,line=9 temp=75 ${Math.floor(Date.now() / 1000)}`;
+    expect((await fetch(`http://127.0.0.1:${port}/api/v2/write?precision=s`, { method: 'POST', headers: { Authorization: `Token ${token}` }, body: lines })).status).toBe(204);
+    const metrics = /metrics: (http:\/\/\S+\/metrics)/.exec(out)![1]!;
+    let text = '';
+    for (let i = 0; i < 150 && !/strata_archive_chunks_total 1/.test(text); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      text = await (await fetch(metrics)).text();
+    }
+    expect(text).toMatch(/strata_archive_chunks_total 1/);
+    dev.child.kill('SIGTERM');
+    expect(await dev.exit).toBe('0');
+
+    const cli = (args: string[]) => promisify(exec)(`${process.execPath} ${bin} ${args.join(' ')}`, { env: { ...process.env, STRATA_ADMIN_DATABASE_URL: `pglite:${join(dir, 'pgdata')}`, STRATA_LOG_LEVEL: 'error' } });
+    const list = await cli(['archive', 'list']);
+    expect(list.stdout).toMatch(/ dropped +GLACIER +3 rows .* s3:\/\/strata-archive-local\/strata\/local\/strata\.metrics\/\d{4}\/\d\d\/\S+\.tar\.gz +retained until \d{4}/);
+    const from = new Date((twoYearsAgo - 86_400) * 1000).toISOString();
+    const to = new Date((twoYearsAgo + 86_400) * 1000).toISOString();
+    const restored = await cli(['archive', 'restore', '--from', from, '--to', to, '--into', 'public.restored']);
+    expect(restored.stdout).toMatch(/^1 archived chunks overlap the range; 1 loaded \(3 rows into public\.restored\)/);
+    const db = await openPglite(`pglite:${join(dir, 'pgdata')}`);
+    try {
+      expect((await db.query('SELECT value FROM public.restored ORDER BY time')).rows).toEqual([{ value: 60 }, { value: 61 }, { value: 62 }]);
+      expect((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.metrics')).rows[0]!.n).toBe(1);
+    } finally {
+      await db.close();
+    }
   }, 180_000);
 });
