@@ -98,6 +98,31 @@ describe('archive run', () => {
     expect(e.sha256).toBe(execFileSync('sha256sum', [join(dir, 'a.tar.gz')]).toString().split(' ')[0]);
   });
 
+  it('asks for Object Lock retention until archived_at + the retention when configured', async () => {
+    // s3rver ignores Object Lock: the stand-in proxy in front of it records the headers it is sent.
+    const { glacierStandIn } = await import('../support/glacier.ts');
+    const proxy = await glacierStandIn(s3.endpoint);
+    const locked: ArchiveSettings = { ...settings, prefix: 'locked', storageClass: 'STANDARD', objectLock: 'COMPLIANCE', endpoint: proxy.endpoint };
+    const lockedStore = new ArchiveStore(locked);
+    try {
+      await db.exec(`INSERT INTO strata.metrics SELECT t, s.facility_id, s.id, 1 FROM generate_series(now() - interval '40 months', now() - interval '39 months', interval '6 hours') t, strata.series s`);
+      const r = await runArchive(db, lockedStore, silentLogger, { settings: locked, policy });
+      expect(r.failures).toEqual([]);
+      expect(r.chunksArchived).toBeGreaterThanOrEqual(1);
+      const entries = (await listEntries(db)).filter((x) => x.key.startsWith('locked/'));
+      expect(entries.length).toBe(r.chunksArchived);
+      expect(proxy.objectLocks.map((l) => l.key)).toEqual(entries.map((x) => `/archive-test-1/${x.key}`));
+      expect(proxy.objectLocks.map((l) => l.mode)).toEqual(entries.map(() => 'COMPLIANCE'));
+      const e = entries[0]!;
+      const until = new Date(proxy.objectLocks[0]!.until).getTime();
+      expect(Math.abs(until - e.retainUntil!.getTime())).toBeLessThan(60_000);
+      expect(e.retainUntil!.getUTCFullYear() - e.archivedAt!.getUTCFullYear()).toBe(7);
+    } finally {
+      lockedStore.close();
+      await proxy.stop();
+    }
+  });
+
   it('does nothing on a second run', async () => {
     const r = await runArchive(db, store, silentLogger, { settings, policy });
     expect(r).toMatchObject({ chunksPlanned: 0, chunksArchived: 0, failures: [] });

@@ -16,6 +16,8 @@ export interface GlacierStandIn {
   /** RestoreObject requests received, by key (with the request body). */
   restores: { key: string; body: string }[];
   lifecycle: Map<string, string>;
+  /** Object Lock headers of the requests that carried them (PutObject or CreateMultipartUpload). */
+  objectLocks: { key: string; mode: string; until: string }[];
   stop(): Promise<void>;
 }
 
@@ -26,6 +28,7 @@ export async function glacierStandIn(upstream: string, o: { headsToComplete?: nu
   const state = new Map<string, { heads: number; done: boolean }>();
   const restores: { key: string; body: string }[] = [];
   const lifecycle = new Map<string, string>();
+  const objectLocks: { key: string; mode: string; until: string }[] = [];
   const need = o.headsToComplete ?? 2;
 
   const readBody = async (req: IncomingMessage) => {
@@ -54,6 +57,7 @@ export async function glacierStandIn(upstream: string, o: { headsToComplete?: nu
   const server: Server = createServer(async (req, res) => {
     const u = new URL(req.url!, upstream);
     const key = decodeURIComponent(u.pathname);
+    if (req.headers['x-amz-object-lock-mode']) objectLocks.push({ key, mode: String(req.headers['x-amz-object-lock-mode']), until: String(req.headers['x-amz-object-lock-retain-until-date']) });
     if (u.searchParams.has('lifecycle')) {
       const bucket = key.replace(/^\/|\/$/g, '');
       if (req.method === 'PUT') {
@@ -93,6 +97,7 @@ export async function glacierStandIn(upstream: string, o: { headsToComplete?: nu
     endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     restores,
     lifecycle,
+    objectLocks,
     stop: () => new Promise<void>((r) => server.close(() => r())),
   };
 }
