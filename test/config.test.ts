@@ -46,6 +46,13 @@ describe('configuration', () => {
       tierSchedule: '17 * * * *',
       tierLockTimeoutMs: 5_000,
       workerListen: '127.0.0.1:9465',
+      archivePrefix: 'strata',
+      archiveStorageClass: 'GLACIER',
+      archiveObjectLock: 'off',
+      archiveRetention: '7 years',
+      archiveRestoreTier: 'Standard',
+      archiveRestoreDays: 7,
+      devS3Listen: '127.0.0.1:4568',
     });
   });
 
@@ -79,6 +86,16 @@ describe('configuration', () => {
         STRATA_TIER_SCHEDULE: '*/10 * * * *',
         STRATA_TIER_LOCK_TIMEOUT_MS: '2000',
         STRATA_WORKER_LISTEN: '9465',
+        STRATA_ARCHIVE_BUCKETS: 'eu-west-1=strata-eu, us-east-1=strata.us',
+        STRATA_ARCHIVE_PREFIX: 'archive/v1',
+        STRATA_ARCHIVE_STORAGE_CLASS: 'DEEP_ARCHIVE',
+        STRATA_ARCHIVE_OBJECT_LOCK: 'COMPLIANCE',
+        STRATA_ARCHIVE_RETENTION: '10 years',
+        STRATA_ARCHIVE_RESTORE_TIER: 'Bulk',
+        STRATA_ARCHIVE_RESTORE_DAYS: '3',
+        STRATA_ARCHIVE_WORK_DIR: '/var/tmp/strata',
+        STRATA_S3_ENDPOINT: 'http://127.0.0.1:9000',
+        STRATA_DEV_S3_LISTEN: '4600',
       },
     });
     expect(c).toEqual({
@@ -101,6 +118,16 @@ describe('configuration', () => {
       tierSchedule: '*/10 * * * *',
       tierLockTimeoutMs: 2_000,
       workerListen: '9465',
+      archiveBuckets: 'eu-west-1=strata-eu, us-east-1=strata.us',
+      archivePrefix: 'archive/v1',
+      archiveStorageClass: 'DEEP_ARCHIVE',
+      archiveObjectLock: 'COMPLIANCE',
+      archiveRetention: '10 years',
+      archiveRestoreTier: 'Bulk',
+      archiveRestoreDays: 3,
+      archiveWorkDir: '/var/tmp/strata',
+      s3Endpoint: 'http://127.0.0.1:9000',
+      devS3Listen: '4600',
       databaseUrl: 'postgres://gw:pw@bouncer:6432/metrics',
       adminDatabaseUrl: 'postgresql://admin@primary/metrics',
       region: 'eu-west-1',
@@ -110,6 +137,16 @@ describe('configuration', () => {
       logLevel: 'debug',
       devDir: '/tmp/x',
     });
+  });
+
+  it('names each bad archive setting with its reason', () => {
+    const bad = () =>
+      loadConfig({ env: { STRATA_ARCHIVE_BUCKETS: 'eu-west-1:strata-eu', STRATA_ARCHIVE_OBJECT_LOCK: 'forever', STRATA_ARCHIVE_RETENTION: '7 eons', STRATA_ARCHIVE_RESTORE_DAYS: '0', STRATA_S3_ENDPOINT: 's3.amazonaws.com' } });
+    expect(bad).toThrow(/STRATA_ARCHIVE_BUCKETS="eu-west-1:strata-eu": must list region=bucket pairs/);
+    expect(bad).toThrow(/STRATA_ARCHIVE_OBJECT_LOCK="forever": Invalid option: expected one of "off"\|"GOVERNANCE"\|"COMPLIANCE"/);
+    expect(bad).toThrow(/STRATA_ARCHIVE_RETENTION="7 eons": must be a whole number of days, weeks, months or years/);
+    expect(bad).toThrow(/STRATA_ARCHIVE_RESTORE_DAYS="0": must be at least 1/);
+    expect(bad).toThrow(/STRATA_S3_ENDPOINT="s3.amazonaws.com": must be an http:\/\/ or https:\/\/ URL/);
   });
 
   it('names each bad gateway setting with its reason', () => {

@@ -1,0 +1,202 @@
+// Compression ratio of candidate settings for cold chunks: each variant gets its own scratch database,
+// the storage benchmark's sensor rows (floats with 2 decimals, counters, booleans), its segmentby/orderby
+// set before the load, then every chunk compressed; ratio = chunk_compression_stats before ÷ after.
+// Each variant also times a per-series read (one series, one hour, compressed chunks), median of --runs.
+//
+//   npx tsx bench/compression.ts --url postgres://postgres@127.0.0.1:5432/postgres [--facilities 20]
+//       [--series 100] [--hours 12] [--step-seconds 10] [--runs 20] [--variants 1,2,…]
+//
+// The URL is a superuser connection to a TimescaleDB server; scratch databases are created and dropped.
+import { parseArgs } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import { migrate } from '../src/db/migrate.ts';
+import type { Db } from '../src/db/port.ts';
+import { scratchDatabase } from './support/scratch.ts';
+import { writeTable } from './support/table.ts';
+
+interface Variant {
+  id: number;
+  segmentby: string;
+  orderby: string;
+  /** Extra hypertable options (ALTER TABLE … SET), e.g. compress_chunk_time_interval. */
+  options?: Record<string, string>;
+  /** Session settings while compressing. */
+  gucs?: Record<string, string>;
+  /** After the compression: 1% late rows then compress_chunk again; merge_chunks of all chunks; then decompress and compress. */
+  then?: ('late' | 'merge' | 'recompress')[];
+  note: string;
+}
+const CURRENT = { segmentby: 'facility_id, series_id', orderby: 'time' };
+const VARIANTS: Variant[] = [
+  { id: 1, ...CURRENT, note: 'current (sql/0003)' },
+  { id: 2, segmentby: 'facility_id, series_id', orderby: 'time DESC', note: 'time DESC' },
+  { id: 3, segmentby: 'facility_id', orderby: 'series_id, time', note: 'segment by facility' },
+  { id: 4, segmentby: 'series_id', orderby: 'time', note: 'segment by series only' },
+  { id: 5, segmentby: '', orderby: 'facility_id, series_id, time', note: 'no segmentby' },
+  { id: 6, ...CURRENT, then: ['late'], note: 'current, +1% late rows, compress_chunk again' },
+  { id: 7, ...CURRENT, options: { compress_chunk_time_interval: '12 hours' }, note: 'current, compress_chunk_time_interval 12 hours (roll-up)' },
+  { id: 8, ...CURRENT, then: ['merge'], note: 'current, compressed 1-hour chunks merged (merge_chunks) into one' },
+  { id: 9, ...CURRENT, then: ['merge', 'recompress'], note: 'as 8, merged chunk decompressed and compressed again' },
+  { id: 10, ...CURRENT, then: ['merge', 'recompress'], gucs: { 'timescaledb.compression_batch_size_limit': '32767' }, note: 'as 9, compression_batch_size_limit 32767' },
+  { id: 11, ...CURRENT, gucs: { 'timescaledb.auto_sparse_indexes': 'off', 'timescaledb.enable_sparse_index_bloom': 'off' }, note: 'current, automatic sparse indexes off' },
+];
+
+const { values } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    facilities: { type: 'string', default: '20' },
+    series: { type: 'string', default: '100' },
+    hours: { type: 'string', default: '12' },
+    'step-seconds': { type: 'string', default: '10' },
+    runs: { type: 'string', default: '20' },
+    variants: { type: 'string', default: VARIANTS.map((v) => v.id).join(',') },
+    out: { type: 'string', default: 'bench/results' },
+  },
+});
+if (!values.url) {
+  console.error('usage: npx tsx bench/compression.ts --url <superuser URL of a TimescaleDB server> [--facilities N] [--series N] [--hours N] [--runs N] [--variants 1,2,…]');
+  process.exit(64);
+}
+const F = Number(values.facilities);
+const S = Number(values.series);
+const hours = Number(values.hours);
+const step = Number(values['step-seconds']);
+const runs = Number(values.runs);
+const chosen = values.variants.split(',').map((x) => VARIANTS.find((v) => v.id === Number(x)) ?? (console.error(`no variant ${x}`), process.exit(64)));
+const START = `timestamptz '2026-11-20 00:00'`;
+
+// The storage benchmark's rows: a third slowly varying floats (2 decimals), a third counters, a third booleans.
+const rowsSql = (every: number, offset: number) => `
+  INSERT INTO strata.metrics (time, facility_id, series_id, value)
+  SELECT t, s.facility_id, s.id,
+         CASE s.id % 3
+           WHEN 0 THEN round((20 + 5 * sin(extract(epoch FROM t) / 3600 + s.id))::numeric, 2)::float8
+           WHEN 1 THEN floor(extract(epoch FROM t - timestamptz '2026-11-01') / 7 + s.id * 1000)
+           ELSE (extract(epoch FROM t)::bigint / 600 + s.id) % 2
+         END
+    FROM generate_series(${START} + interval '${offset} seconds', ${START} + interval '${hours} hours' - interval '${step} seconds',
+                         interval '${step * every} seconds') t, strata.series s`;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const one = async <R>(db: Db, sql: string) => (await db.query<R>(sql)).rows[0]!;
+const sizes = (db: Db) =>
+  one<{ rows: number; chunks: number; batches: number; statsBefore: number; statsAfter: number; compressedBytes: number; hypertableBytes: number }>(db, `
+    SELECT (SELECT count(*)::int FROM strata.metrics) AS rows,
+           (SELECT count(*)::int FROM show_chunks('strata.metrics')) AS chunks,
+           (SELECT sum(numrows_post_compression)::int FROM _timescaledb_catalog.compression_chunk_size) AS "batches",
+           (SELECT sum(before_compression_total_bytes)::float8 FROM chunk_compression_stats('strata.metrics')) AS "statsBefore",
+           (SELECT sum(after_compression_total_bytes)::float8 FROM chunk_compression_stats('strata.metrics')) AS "statsAfter",
+           (SELECT sum(pg_total_relation_size(format('%I.%I', cc.schema_name, cc.table_name)))::float8
+              FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
+              JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+             WHERE h.schema_name = 'strata' AND h.table_name = 'metrics') AS "compressedBytes",
+           (SELECT total_bytes::float8 FROM hypertable_detailed_size('strata.metrics')) AS "hypertableBytes"`);
+const CHUNKS = `SELECT format('%I.%I', chunk_schema, chunk_name)::regclass FROM timescaledb_information.chunks
+  WHERE hypertable_schema = 'strata' AND hypertable_name = 'metrics' ORDER BY range_start`;
+const compressAll = (db: Db, v: Variant) =>
+  db.exec(`${Object.entries(v.gucs ?? {}).map(([k, x]) => `SET ${k} = '${x}';`).join(' ')}
+    SELECT compress_chunk(c) FROM (${CHUNKS}) x(c);
+    RESET ALL;`);
+
+async function perSeriesRead(db: Db): Promise<number> {
+  const series = (await db.query<{ id: number; f: number }>('SELECT id, facility_id AS f FROM strata.series ORDER BY id')).rows;
+  // 20 (series, hour) pairs spread over the data; each window starts 20 minutes past the hour, so it spans two 1-hour chunks.
+  const picks = Array.from({ length: 20 }, (_, i) => ({ s: series[(i * 97) % series.length]!, h: i % Math.max(1, hours - 1) }));
+  const read = (p: (typeof picks)[number]) =>
+    db.query(`SELECT avg(value) FROM strata.metrics WHERE facility_id = $1 AND series_id = $2 AND time >= $3::timestamptz AND time < $3::timestamptz + interval '1 hour'`,
+      [p.s.f, p.s.id, new Date(Date.UTC(2026, 10, 20, p.h, 20)).toISOString()]);
+  for (const p of picks) await read(p); // warm the cache
+  const ms: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await read(picks[i % picks.length]!);
+    ms.push(performance.now() - t0);
+  }
+  return +median(ms).toFixed(2);
+}
+
+const results: Record<string, unknown>[] = [];
+let versions: Record<string, string> = {};
+for (const v of chosen) {
+  const t0 = performance.now();
+  const scratch = await scratchDatabase(values.url, `strata_compressbench_${v.id}`, 1);
+  const db = scratch.db;
+  try {
+    await migrate(db, { chunkInterval: '1 hour' });
+    // The hourly rollup's refresh job would run in the background during the measurement.
+    await db.exec(`SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'`);
+    const opts = { compress_segmentby: v.segmentby, compress_orderby: v.orderby, ...v.options };
+    await db.exec(`ALTER TABLE strata.metrics SET (${Object.entries(opts).map(([k, x]) => `timescaledb.${k} = '${x}'`).join(', ')})`);
+    await db.exec(`INSERT INTO strata.facilities (code, region, token_hash, reader_role)
+      SELECT 'f' || i, 'bench', sha256(('t' || i)::bytea), 'compress_reader_' || i FROM generate_series(1, ${F}) i`);
+    await db.exec(`INSERT INTO strata.series (facility_id, measurement, field) SELECT f.id, 'machine', 'f' || s FROM strata.facilities f, generate_series(1, ${S}) s`);
+    await db.exec(rowsSql(1, 0));
+    await db.exec('VACUUM ANALYZE strata.metrics');
+    const uncompressed = await one<{ b: number; n: number }>(db, `SELECT (SELECT total_bytes::float8 FROM hypertable_detailed_size('strata.metrics')) AS b, (SELECT count(*)::int FROM strata.metrics) AS n`);
+    await compressAll(db, v);
+    const first = await sizes(db);
+    const result: Record<string, unknown> = { variant: v.id, note: v.note, segmentby: v.segmentby, orderby: v.orderby, options: v.options ?? {}, gucs: v.gucs ?? {} };
+    for (const step of v.then ?? []) {
+      if (step === 'late') {
+        // 1% late rows: every series gets a sample 5 s after every 100th one, in every (compressed) chunk.
+        result.firstCompression = first;
+        await db.exec(rowsSql(100, 5));
+        result.withLateRowsUncompressed = await sizes(db);
+        await compressAll(db, v); // recompresses a partially compressed chunk (segment-wise)
+      } else if (step === 'merge') {
+        const names = (await db.query<{ c: string }>(`SELECT c::text AS c FROM (${CHUNKS}) x(c)`)).rows.map((r) => `'${r.c}'`);
+        await db.exec(`CALL merge_chunks(ARRAY[${names.join(', ')}]::regclass[])`);
+      } else {
+        await db.exec(`SELECT decompress_chunk(c) FROM (${CHUNKS}) x(c)`);
+        await compressAll(db, v);
+      }
+    }
+    await db.exec('ANALYZE strata.metrics');
+    const z = await sizes(db);
+    // "before" is chunk_compression_stats' figure at the first compression (the loaded chunks); "after" is measured (the compressed chunks' total size),
+    // because chunk_compression_stats is not updated when a chunk is recompressed (statsRatio keeps its figure).
+    const before = (first.statsBefore * z.rows) / uncompressed.n; // the late rows' share is estimated pro rata
+    Object.assign(result, {
+      ...z,
+      bytesBefore: before,
+      bytesAfter: z.compressedBytes,
+      ratio: +(before / z.compressedBytes).toFixed(1),
+      statsRatio: +(z.statsBefore / z.statsAfter).toFixed(1),
+      // Whole hypertable on disk: after the uncompressed load (VACUUMed) ÷ after compression (includes emptied chunk tables).
+      onDiskRatio: +((uncompressed.b * z.rows) / uncompressed.n / z.hypertableBytes).toFixed(1),
+      readMedianMs: await perSeriesRead(db),
+      seconds: +((performance.now() - t0) / 1000).toFixed(0),
+    });
+    versions = await scratch.versions();
+    results.push(result);
+    console.error(JSON.stringify(result));
+  } catch (err) {
+    results.push({ variant: v.id, note: v.note, segmentby: v.segmentby, orderby: v.orderby, error: (err as Error).message });
+    console.error(`variant ${v.id} failed: ${(err as Error).message}`);
+  } finally {
+    await scratch.drop();
+  }
+}
+
+const srv = new URL(values.url);
+const command = `npx tsx bench/compression.ts --url postgres://${srv.username}@${srv.host}${srv.pathname} --facilities ${F} --series ${S} --hours ${hours} --step-seconds ${step} --runs ${runs} --variants ${values.variants}`;
+const mib = (b: unknown) => (typeof b === 'number' ? `${(b / 2 ** 20).toFixed(1)} MiB` : '–');
+const current = results.find((r) => r.variant === 1 && typeof r.ratio === 'number')?.ratio as number | undefined;
+console.log(
+  writeTable(values.out, 'compression', command, versions, { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour', readRuns: runs }, [
+    '| # | variant | segmentby | orderby | bytes before | bytes after | ratio | vs. current | ≥ 10:1 warm / ≥ 15:1 cold | whole hypertable on disk | per-series 1 h read, median ms |',
+    '| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |',
+    ...results.map((r) => {
+      const ratio = r.ratio as number | undefined;
+      if (ratio === undefined) return `| ${r.variant} | ${r.note} | ${r.segmentby || '(none)'} | ${r.orderby} | – | – | failed: ${String(r.error)} | – | – | – | – |`;
+      const stale = r.statsRatio !== ratio ? ` (chunk_compression_stats: ${(r.statsRatio as number).toFixed(1)}:1, stale)` : '';
+      return `| ${r.variant} | ${r.note} | ${r.segmentby || '(none)'} | ${r.orderby} | ${mib(r.bytesBefore)} | ${mib(r.bytesAfter)} | ${ratio.toFixed(1)}:1${stale} | ${current ? `${(ratio / current).toFixed(2)}×` : '–'} | ${ratio >= 10 ? 'yes' : 'no'} / ${ratio >= 15 ? 'yes' : 'no'} | ${(r.onDiskRatio as number).toFixed(1)}:1 | ${String(r.readMedianMs)} |`;
+    }),
+    '',
+    '"bytes before" is chunk_compression_stats\' before_compression_total_bytes (table + indexes of the uncompressed chunks; for 6 scaled by rows to',
+    'include the late rows); "bytes after" is the compressed chunks\' total size measured with pg_total_relation_size, since chunk_compression_stats',
+    'keeps its first figure when a chunk is recompressed. "whole hypertable on disk": hypertable_detailed_size after the load ÷ after compression,',
+    'including the emptied uncompressed chunk tables and their indexes. Read: `SELECT avg(value) … WHERE facility_id = $1 AND series_id = $2`',
+    `over one hour (20 minutes past, so two 1-hour chunks), 20 (series, hour) pairs, median of ${runs} runs after one warm-up pass.`,
+  ], results),
+);
