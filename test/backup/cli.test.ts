@@ -6,20 +6,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expireArchive } from '../../src/backup/expire.ts';
 import { ArchiveStore } from '../../src/backup/s3.ts';
-import { main } from '../../src/cli.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { openPglite } from '../../src/db/pglite.ts';
 import { addFacility } from '../../src/facilities/registry.ts';
 import { silentLogger } from '../../src/log.ts';
+import { strata } from '../support/child.ts';
 import { glacierStandIn, type GlacierStandIn } from '../support/glacier.ts';
 import { S3_CREDENTIALS, startS3, type LocalS3 } from '../support/s3.ts';
-
-async function strata(args: string[], env: NodeJS.ProcessEnv) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await main(args, { out: (t) => out.push(t), err: (t) => err.push(t), env });
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'strata-archive-cli-'));
 let s3: LocalS3;

@@ -3,7 +3,6 @@
 // a crash between the upload and its catalog record, and the process killed (SIGKILL) after each
 // step, before the drop. A chunk holding another region's facility is refused, and no other
 // region's bucket is ever written.
-import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +17,7 @@ import { openPglite, type PgliteDb } from '../../src/db/pglite.ts';
 import { addFacility } from '../../src/facilities/registry.ts';
 import { silentLogger } from '../../src/log.ts';
 import { tierPolicy } from '../../src/tiering/policy.ts';
+import { strataProcess } from '../support/child.ts';
 import { s3Outage, type S3Outage } from '../support/s3-outage.ts';
 import { S3_CREDENTIALS, startS3, type LocalS3 } from '../support/s3.ts';
 
@@ -165,22 +165,7 @@ describe('strata archive run killed with SIGKILL', () => {
       ...process.env, STRATA_ADMIN_DATABASE_URL: `pglite:${dir}`, STRATA_LOG_LEVEL: 'info', STRATA_REGION: 'test-1', STRATA_ARCHIVE_BUCKETS: 'test-1=faults-test-1,other-1=faults-other-1',
       STRATA_ARCHIVE_PREFIX: 'killed', STRATA_S3_ENDPOINT: s3.endpoint, STRATA_ARCHIVE_STORAGE_CLASS: 'STANDARD', AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER',
     };
-    const run = (killAt?: RegExp) =>
-      new Promise<{ killed: boolean; code: number | null; output: string }>((resolve) => {
-        const child = spawn(process.execPath, [join(import.meta.dirname, '../../bin/strata.js'), 'archive', 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-        let output = '';
-        let killed = false;
-        const watch = (d: Buffer) => {
-          output += d.toString();
-          if (killAt && !killed && killAt.test(output)) {
-            killed = true;
-            child.kill('SIGKILL');
-          }
-        };
-        child.stdout.on('data', watch);
-        child.stderr.on('data', watch);
-        child.once('exit', (code) => resolve({ killed, code, output }));
-      });
+    const run = (killAt?: RegExp) => strataProcess(['archive', 'run'], env, killAt);
     for (const at of [/: export-upload done in/, /: verify done in/, /"msg":"archive \d+\/\d+ \S+: export-upload"/, /: drop done in/]) {
       const r = await run(at);
       expect(r, r.output).toMatchObject({ killed: true });

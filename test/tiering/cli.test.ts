@@ -5,20 +5,13 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { openPglite } from '../../src/db/pglite.ts';
 import { addFacility } from '../../src/facilities/registry.ts';
 import { silentLogger } from '../../src/log.ts';
 import { tierPolicy } from '../../src/tiering/policy.ts';
 import { startWorker } from '../../src/worker.ts';
-
-async function strata(args: string[], env: NodeJS.ProcessEnv) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await main(args, { out: (t) => out.push(t), err: (t) => err.push(t), env });
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+import { strata } from '../support/child.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'strata-tier-cli-'));
 const env = { STRATA_ADMIN_DATABASE_URL: `pglite:${dir}`, STRATA_LOG_LEVEL: 'error' };

@@ -1,7 +1,6 @@
 // `strata tier run` killed with SIGKILL, as an operator's host or an OOM killer would: after each
 // kind of step, and once in the middle of a step. The next run reconciles the journal, re-reads the
 // catalog and converges, and the hypertable's rows are identical to those before the first run.
-import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,28 +8,13 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../src/db/migrate.ts';
 import { openPglite } from '../../src/db/pglite.ts';
 import { addFacility } from '../../src/facilities/registry.ts';
+import { strataProcess } from '../support/child.ts';
 
-const bin = join(import.meta.dirname, '../../bin/strata.js');
 const dir = mkdtempSync(join(tmpdir(), 'strata-tier-kill-'));
 const env = { ...process.env, STRATA_ADMIN_DATABASE_URL: `pglite:${dir}`, STRATA_LOG_LEVEL: 'info' };
 const CHECKSUM = `SELECT count(*)::int AS n, md5(coalesce(string_agg(series_id || ':' || time::text || ':' || value::text, ',' ORDER BY time, series_id), '')) AS sum FROM strata.metrics`;
 
-/** Runs `strata tier run`; kills it with SIGKILL when a log line matches `killAt`. Resolves with how it ended. */
-function tierRun(extraEnv: Record<string, string>, killAt?: RegExp): Promise<{ killed: boolean; code: number | null; output: string }> {
-  const child = spawn(process.execPath, [bin, 'tier', 'run'], { env: { ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  let killed = false;
-  const watch = (d: Buffer) => {
-    output += d.toString();
-    if (killAt && !killed && killAt.test(output)) {
-      killed = true;
-      child.kill('SIGKILL');
-    }
-  };
-  child.stdout.on('data', watch);
-  child.stderr.on('data', watch);
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ killed, code, output })));
-}
+const tierRun = (extraEnv: Record<string, string>, killAt?: RegExp) => strataProcess(['tier', 'run'], { ...env, ...extraEnv }, killAt);
 
 async function withDb<T>(fn: (db: Awaited<ReturnType<typeof openPglite>>) => Promise<T>): Promise<T> {
   const db = await openPglite(`pglite:${dir}`);
