@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { migrate } from '../src/db/migrate.ts';
 import type { Db } from '../src/db/port.ts';
 import { scratchDatabase } from './support/scratch.ts';
+import { sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';
 import { writeTable } from './support/table.ts';
 
 interface Variant {
@@ -63,33 +64,22 @@ const hours = Number(values.hours);
 const step = Number(values['step-seconds']);
 const runs = Number(values.runs);
 const chosen = values.variants.split(',').map((x) => VARIANTS.find((v) => v.id === Number(x)) ?? (console.error(`no variant ${x}`), process.exit(64)));
-const START = `timestamptz '2026-11-20 00:00'`;
-
-// The storage benchmark's rows: a third slowly varying floats (2 decimals), a third counters, a third booleans.
-const rowsSql = (every: number, offset: number) => `
-  INSERT INTO strata.metrics (time, facility_id, series_id, value)
-  SELECT t, s.facility_id, s.id,
-         CASE s.id % 3
-           WHEN 0 THEN round((20 + 5 * sin(extract(epoch FROM t) / 3600 + s.id))::numeric, 2)::float8
-           WHEN 1 THEN floor(extract(epoch FROM t - timestamptz '2026-11-01') / 7 + s.id * 1000)
-           ELSE (extract(epoch FROM t)::bigint / 600 + s.id) % 2
-         END
-    FROM generate_series(${START} + interval '${offset} seconds', ${START} + interval '${hours} hours' - interval '${step} seconds',
-                         interval '${step * every} seconds') t, strata.series s`;
+const rowsSql = (every: number, offset: number) => sensorRowsSql({ hours, step, every, offset });
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const one = async <R>(db: Db, sql: string) => (await db.query<R>(sql)).rows[0]!;
+// The compressed chunk (cc) of each chunk (c) of strata.metrics.
+const COMPRESSED = `_timescaledb_catalog.chunk c JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
+  JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id WHERE h.schema_name = 'strata' AND h.table_name = 'metrics'`;
 const sizes = (db: Db) =>
-  one<{ rows: number; chunks: number; batches: number; statsBefore: number; statsAfter: number; compressedBytes: number; hypertableBytes: number }>(db, `
+  one<{ rows: number; chunks: number; batches: number; statsBefore: number; statsAfter: number; compressedBytes: number; chunkStatus: number[]; hypertableBytes: number }>(db, `
     SELECT (SELECT count(*)::int FROM strata.metrics) AS rows,
            (SELECT count(*)::int FROM show_chunks('strata.metrics')) AS chunks,
            (SELECT sum(numrows_post_compression)::int FROM _timescaledb_catalog.compression_chunk_size) AS "batches",
            (SELECT sum(before_compression_total_bytes)::float8 FROM chunk_compression_stats('strata.metrics')) AS "statsBefore",
            (SELECT sum(after_compression_total_bytes)::float8 FROM chunk_compression_stats('strata.metrics')) AS "statsAfter",
-           (SELECT sum(pg_total_relation_size(format('%I.%I', cc.schema_name, cc.table_name)))::float8
-              FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.chunk cc ON cc.id = c.compressed_chunk_id
-              JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
-             WHERE h.schema_name = 'strata' AND h.table_name = 'metrics') AS "compressedBytes",
+           (SELECT sum(pg_total_relation_size(format('%I.%I', cc.schema_name, cc.table_name)))::float8 FROM ${COMPRESSED}) AS "compressedBytes",
+           (SELECT array_agg(DISTINCT c.status) FROM ${COMPRESSED}) AS "chunkStatus",
            (SELECT total_bytes::float8 FROM hypertable_detailed_size('strata.metrics')) AS "hypertableBytes"`);
 const CHUNKS = `SELECT format('%I.%I', chunk_schema, chunk_name)::regclass FROM timescaledb_information.chunks
   WHERE hypertable_schema = 'strata' AND hypertable_name = 'metrics' ORDER BY range_start`;
@@ -127,9 +117,7 @@ for (const v of chosen) {
     await db.exec(`SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'`);
     const opts = { compress_segmentby: v.segmentby, compress_orderby: v.orderby, ...v.options };
     await db.exec(`ALTER TABLE strata.metrics SET (${Object.entries(opts).map(([k, x]) => `timescaledb.${k} = '${x}'`).join(', ')})`);
-    await db.exec(`INSERT INTO strata.facilities (code, region, token_hash, reader_role)
-      SELECT 'f' || i, 'bench', sha256(('t' || i)::bytea), 'compress_reader_' || i FROM generate_series(1, ${F}) i`);
-    await db.exec(`INSERT INTO strata.series (facility_id, measurement, field) SELECT f.id, 'machine', 'f' || s FROM strata.facilities f, generate_series(1, ${S}) s`);
+    await sensorFacilities(db, F, S, 'compress_reader');
     await db.exec(rowsSql(1, 0));
     await db.exec('VACUUM ANALYZE strata.metrics');
     const uncompressed = await one<{ b: number; n: number }>(db, `SELECT (SELECT total_bytes::float8 FROM hypertable_detailed_size('strata.metrics')) AS b, (SELECT count(*)::int FROM strata.metrics) AS n`);
@@ -140,9 +128,17 @@ for (const v of chosen) {
       if (step === 'late') {
         // 1% late rows: every series gets a sample 5 s after every 100th one, in every (compressed) chunk.
         result.firstCompression = first;
+        const tables = (await db.query<{ t: string }>(`SELECT format('%I.%I', cc.schema_name, cc.table_name) AS t FROM ${COMPRESSED}`)).rows.map((r) => r.t).join(', ');
+        await db.exec(`VACUUM FULL ${tables}`); // the same compaction as after the recompression below, for comparison
+        result.firstCompressionVacuumFull = await sizes(db);
         await db.exec(rowsSql(100, 5));
         result.withLateRowsUncompressed = await sizes(db);
         await compressAll(db, v); // recompresses a partially compressed chunk (segment-wise)
+        // The replaced batches stay in the compressed chunks as dead tuples until VACUUM; VACUUM FULL gives the live size.
+        result.afterRecompression = await sizes(db);
+        await db.exec(`VACUUM ${tables}`);
+        result.afterVacuum = await sizes(db);
+        await db.exec(`VACUUM FULL ${tables}`);
       } else if (step === 'merge') {
         const names = (await db.query<{ c: string }>(`SELECT c::text AS c FROM (${CHUNKS}) x(c)`)).rows.map((r) => `'${r.c}'`);
         await db.exec(`CALL merge_chunks(ARRAY[${names.join(', ')}]::regclass[])`);
@@ -181,6 +177,7 @@ for (const v of chosen) {
 const srv = new URL(values.url);
 const command = `npx tsx bench/compression.ts --url postgres://${srv.username}@${srv.host}${srv.pathname} --facilities ${F} --series ${S} --hours ${hours} --step-seconds ${step} --runs ${runs} --variants ${values.variants}`;
 const mib = (b: unknown) => (typeof b === 'number' ? `${(b / 2 ** 20).toFixed(1)} MiB` : '–');
+const before = (r: Record<string, unknown>) => r.bytesBefore as number;
 const current = results.find((r) => r.variant === 1 && typeof r.ratio === 'number')?.ratio as number | undefined;
 console.log(
   writeTable(values.out, 'compression', command, versions, { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour', readRuns: runs }, [
@@ -189,14 +186,21 @@ console.log(
     ...results.map((r) => {
       const ratio = r.ratio as number | undefined;
       if (ratio === undefined) return `| ${r.variant} | ${r.note} | ${r.segmentby || '(none)'} | ${r.orderby} | – | – | failed: ${String(r.error)} | – | – | – | – |`;
-      const stale = r.statsRatio !== ratio ? ` (chunk_compression_stats: ${(r.statsRatio as number).toFixed(1)}:1, stale)` : '';
-      return `| ${r.variant} | ${r.note} | ${r.segmentby || '(none)'} | ${r.orderby} | ${mib(r.bytesBefore)} | ${mib(r.bytesAfter)} | ${ratio.toFixed(1)}:1${stale} | ${current ? `${(ratio / current).toFixed(2)}×` : '–'} | ${ratio >= 10 ? 'yes' : 'no'} / ${ratio >= 15 ? 'yes' : 'no'} | ${(r.onDiskRatio as number).toFixed(1)}:1 | ${String(r.readMedianMs)} |`;
+      const stats = r.statsRatio !== ratio ? ` (chunk_compression_stats: ${(r.statsRatio as number).toFixed(1)}:1)` : '';
+      const at = (k: string) => `${((before(r) * (r[k] as { rows: number }).rows) / (r.rows as number) / (r[k] as { compressedBytes: number }).compressedBytes).toFixed(1)}:1`;
+      const bloat = r.afterRecompression ? ` after VACUUM FULL; ${at('afterRecompression')} as compress_chunk left it; first compression after VACUUM FULL: ${at('firstCompressionVacuumFull')}` : '';
+      return `| ${r.variant} | ${r.note} | ${r.segmentby || '(none)'} | ${r.orderby} | ${mib(r.bytesBefore)} | ${mib(r.bytesAfter)} | ${ratio.toFixed(1)}:1${stats}${bloat} | ${current ? `${(ratio / current).toFixed(2)}×` : '–'} | ${ratio >= 10 ? 'yes' : 'no'} / ${ratio >= 15 ? 'yes' : 'no'} | ${(r.onDiskRatio as number).toFixed(1)}:1 | ${String(r.readMedianMs)} |`;
     }),
     '',
-    '"bytes before" is chunk_compression_stats\' before_compression_total_bytes (table + indexes of the uncompressed chunks; for 6 scaled by rows to',
-    'include the late rows); "bytes after" is the compressed chunks\' total size measured with pg_total_relation_size, since chunk_compression_stats',
-    'keeps its first figure when a chunk is recompressed. "whole hypertable on disk": hypertable_detailed_size after the load ÷ after compression,',
-    'including the emptied uncompressed chunk tables and their indexes. Read: `SELECT avg(value) … WHERE facility_id = $1 AND series_id = $2`',
-    `over one hour (20 minutes past, so two 1-hour chunks), 20 (series, hour) pairs, median of ${runs} runs after one warm-up pass.`,
+    '"bytes before": chunk_compression_stats\' before_compression_total_bytes at the first compression, i.e. table + indexes of the loaded',
+    'chunks (for 6 scaled by rows to include the late rows). "bytes after": the compressed chunks\' total size (pg_total_relation_size).',
+    'Where chunk_compression_stats disagrees it is shown in brackets: it is not updated by recompression (6) or merge_chunks (8), and for',
+    '9 and 10 its "before" is the decompressed merged chunk (heap + indexes rebuilt by decompress_chunk), not the load. For 6, the late rows',
+    '(1%: one sample 5 s after every 100th, in every series and chunk) touch every segment, so segment-wise recompression rewrites every batch;',
+    'its ratio is measured after VACUUM FULL of the compressed chunks, compared with the first compression after the same VACUUM FULL, and also',
+    'shown as compress_chunk left it (replaced batches stay as dead tuples until VACUUM, and plain VACUUM does not shrink the files).',
+    '"whole hypertable on disk": hypertable_detailed_size after the load ÷ after compression, including the emptied chunk tables and indexes.',
+    'Read: `SELECT avg(value) FROM strata.metrics WHERE facility_id = $1 AND series_id = $2 AND time >= $3 AND time < $3 + 1 hour`, windows',
+    `starting 20 minutes past the hour (two 1-hour chunks), 20 (series, hour) pairs, median of ${runs} runs after one warm-up pass.`,
   ], results),
 );

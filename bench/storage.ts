@@ -9,6 +9,7 @@
 import { parseArgs } from 'node:util';
 import { migrate } from '../src/db/migrate.ts';
 import { scratchDatabase } from './support/scratch.ts';
+import { sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';
 import { writeTable } from './support/table.ts';
 
 const { values } = parseArgs({
@@ -34,23 +35,9 @@ const scratch = await scratchDatabase(values.url, 'strata_storagebench', 1);
 const db = scratch.db;
 try {
   await migrate(db, { chunkInterval: '1 hour' });
-  // Facilities are inserted directly (no reader roles needed here).
-  await db.exec(`INSERT INTO strata.facilities (code, region, token_hash, reader_role)
-    SELECT 'f' || i, 'bench', sha256(('t' || i)::bytea), 'storage_reader_' || i FROM generate_series(1, ${F}) i`);
-  // A third of the series are slowly varying floats (2 decimals), a third counters, a third booleans.
-  await db.exec(`INSERT INTO strata.series (facility_id, measurement, field) SELECT f.id, 'machine', 'f' || s FROM strata.facilities f, generate_series(1, ${S}) s`);
+  await sensorFacilities(db, F, S, 'storage_reader');
   const wal0 = (await db.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l;
-  await db.exec(
-    `INSERT INTO strata.metrics (time, facility_id, series_id, value)
-     SELECT t, s.facility_id, s.id,
-            CASE s.id % 3
-              WHEN 0 THEN round((20 + 5 * sin(extract(epoch FROM t) / 3600 + s.id))::numeric, 2)::float8
-              WHEN 1 THEN floor(extract(epoch FROM t - timestamptz '2026-11-01') / 7 + s.id * 1000)
-              ELSE (extract(epoch FROM t)::bigint / 600 + s.id) % 2
-            END
-       FROM generate_series(timestamptz '2026-11-20 00:00', timestamptz '2026-11-20 00:00' + interval '${hours} hours' - interval '${step} seconds', interval '${step} seconds') t,
-            strata.series s`,
-  );
+  await db.exec(sensorRowsSql({ hours, step }));
   const wal = (await db.query<{ b: number }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8 AS b`, [wal0])).rows[0]!.b;
   await db.exec('CHECKPOINT');
   await db.exec('VACUUM ANALYZE strata.metrics');
