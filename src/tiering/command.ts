@@ -45,6 +45,7 @@ export function formatPlan(p: Plan, warnings: string[]): string {
     '',
     `${t.chunks} chunks: hot ${t.byTier.hot.chunks} (${bytes(t.byTier.hot.bytes)}), warm ${t.byTier.warm.chunks} (${bytes(t.byTier.warm.bytes)}), cold ${t.byTier.cold.chunks} (${bytes(t.byTier.cold.bytes)})`,
     `${t.steps} steps on ${t.chunksWithSteps} chunks; ${bytes(t.bytesToMove)} to move; expected savings ${t.compressionRatio ? `${bytes(t.expectedSavings)} (at the ${t.compressionRatio.toFixed(1)}:1 reached so far)` : 'unknown (no chunk compressed yet)'}`,
+    ...p.merges.map((m) => `merge: ${m.chunks.length} cold chunks ${day(m.rangeStart)} → ${day(m.rangeEnd)} (${bytes(m.bytes)}) into one, then recompress`),
     ...(t.archiveDue ? [`${t.archiveDue} chunks are due for the archive (strata archive run)`] : []),
     ...warnings.map((w) => `warning: ${w}`),
   ].join('\n');
@@ -61,7 +62,7 @@ export function formatSummary(s: RunSummary): string {
   };
   return [
     `tiering run ${s.runId}: ${stop[s.stopped]}`,
-    `${s.chunksDone} of ${s.chunksPlanned} chunks reached their tier, ${s.chunksFailed} failed; ${s.stepsDone} steps done, ${s.stepsFailed} failed; ${bytes(s.bytesBefore)} → ${bytes(s.bytesAfter)} on the chunks done; ${s.seconds.toFixed(1)} s`,
+    `${s.chunksDone} of ${s.chunksPlanned} chunks reached their tier, ${s.chunksFailed} failed; ${s.mergesDone} of ${s.mergesPlanned} cold merges; ${s.stepsDone} steps done, ${s.stepsFailed} failed; ${bytes(s.bytesBefore)} → ${bytes(s.bytesAfter)} on the chunks done; ${s.seconds.toFixed(1)} s`,
     ...(s.interruptedSteps ? [`${s.interruptedSteps} steps of an earlier, interrupted run were marked failed and redone from the catalog`] : []),
     ...s.failures.map((f) => `failed: ${f.chunk} ${f.step}: ${f.error}`),
   ].join('\n');

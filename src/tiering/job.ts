@@ -6,6 +6,8 @@
 //  - Each step runs with lock_timeout and is retried with backoff when it cannot get its lock, so it
 //    never queues ingest behind it.
 //  - Checks each chunk's row count and content checksum before its first step and after its last.
+//  - Then merges adjacent settled cold chunks per merge unit and recompresses the result (cold gets
+//    the fullest batches, compressed with the largest batch the server allows), checked the same way.
 //  - Stops starting new steps at --max-chunks, --max-duration or the end of the maintenance window.
 import { randomUUID } from 'node:crypto';
 import type { Queryable } from '../db/port.ts';
@@ -18,8 +20,8 @@ import { withLockTimeout } from './lock-timeout.ts';
 import type { TierMetrics } from './metrics.ts';
 import { plan as makePlan, stepsFor, targetTier, type Plan } from './plan.ts';
 import { boundaries, type TierPolicy } from './policy.ts';
-import { chunkContent, describeStep, reorderIndex, runStep, type Content } from './steps.ts';
-import type { Step } from './types.ts';
+import { chunkContent, describeStep, largestBatch, mergeChunks, reorderIndex, runStep, type Content } from './steps.ts';
+import type { Merge, Step } from './types.ts';
 import { inWindow, type MaintenanceWindow } from './window.ts';
 
 export interface RunOptions {
@@ -53,6 +55,9 @@ export interface RunSummary {
   chunksPlanned: number;
   chunksDone: number;
   chunksFailed: number;
+  /** Cold merges possible after the chunks' steps, and those done (each with its recompression). */
+  mergesPlanned: number;
+  mergesDone: number;
   stepsDone: number;
   stepsFailed: number;
   interruptedSteps: number;
@@ -71,7 +76,7 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
   const started = now().getTime();
   const runId = randomUUID();
   const summary: RunSummary = {
-    runId, stopped: 'done', chunksPlanned: 0, chunksDone: 0, chunksFailed: 0, stepsDone: 0, stepsFailed: 0,
+    runId, stopped: 'done', chunksPlanned: 0, chunksDone: 0, chunksFailed: 0, mergesPlanned: 0, mergesDone: 0, stepsDone: 0, stepsFailed: 0,
     interruptedSteps: 0, bytesBefore: 0, bytesAfter: 0, seconds: 0, failures: [],
   };
   /** `ran`: the run held the lock and worked through the plan (or part of it); a success when nothing failed. */
@@ -101,6 +106,7 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
     summary.chunksPlanned = todo.length;
     log.info('tiering plan', { hypertable, chunks: p.totals.chunks, chunksWithSteps: todo.length, steps: p.totals.steps, bytesToMove: p.totals.bytesToMove });
     const index = await reorderIndex(db, hypertable);
+    const batchLimit = await largestBatch(db);
     const lockTimeout = o.lockTimeoutMs ?? 5_000;
     const limitChunks = o.maxChunks ?? Infinity;
     let n = 0;
@@ -120,12 +126,29 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
       if (ok) summary.chunksDone++;
       else summary.chunksFailed++;
     }
+    if (summary.stopped === 'done') {
+      const merges = makePlan(await readChunks(db, hypertable), b, o.policy).merges;
+      summary.mergesPlanned = merges.length;
+      for (const [i, m] of merges.entries()) {
+        const stop = shouldStop();
+        if (stop) {
+          summary.stopped = stop;
+          break;
+        }
+        if (!(await tryLock(db, hypertable))) {
+          summary.stopped = 'lock-lost';
+          log.error('lost the tiering lock (the connection was replaced); stopping', { hypertable });
+          break;
+        }
+        if (await mergeCold(m, `merge ${i + 1}/${merges.length}`)) summary.mergesDone++;
+      }
+    }
     if (summary.stopped === 'done' && o.metrics) o.metrics.observePlan(makePlan(await readChunks(db, hypertable), b, o.policy));
     log.info('tiering run finished', { ...summary, failures: summary.failures.length });
     return finish(true);
 
     function shouldStop(): StopReason | null {
-      if (summary.chunksDone + summary.chunksFailed >= limitChunks) return 'max-chunks';
+      if (summary.chunksDone + summary.chunksFailed + summary.mergesDone >= limitChunks) return 'max-chunks';
       if (o.maxDurationMs !== undefined && now().getTime() - started >= o.maxDurationMs) return 'max-duration';
       if (o.window && !inWindow(o.window, now())) return 'window';
       return null;
@@ -147,7 +170,9 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
         const t0 = performance.now();
         log.info(`tiering ${progress} ${chunk}: ${describeStep(step)}`, { rangeStart: state.rangeStart, rangeEnd: state.rangeEnd, bytes: state.bytes });
         try {
-          await withLockTimeout(db, { timeoutMs: lockTimeout, attempts: o.lockAttempts, backoffMs: o.lockBackoffMs, log, onAttempt: (a) => journal.running(id, a) }, () => runStep(db, chunk, step, index));
+          await withLockTimeout(db, { timeoutMs: lockTimeout, attempts: o.lockAttempts, backoffMs: o.lockBackoffMs, log, onAttempt: (a) => journal.running(id, a) }, () =>
+            runStep(db, chunk, step, index, target === 'cold' ? batchLimit : null),
+          );
           await o.afterStep?.(chunk, step);
         } catch (err) {
           const text = errorText(err);
@@ -181,6 +206,48 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
           summary.failures.push({ chunk, step: 'verify', error });
           log.error(`tiering ${progress} ${chunk}: verification failed`, { error });
           return false;
+        }
+      }
+      return true;
+    }
+
+    /** Merges a run of adjacent cold chunks, then recompresses the merged chunk; true when both held and the rows are unchanged. */
+    async function mergeCold(m: Merge, progress: string): Promise<boolean> {
+      const first = m.chunks[0]!;
+      const before: Content | null = o.verify === false ? null : await chunkContent(db, hypertable, m.rangeStart, m.rangeEnd);
+      const id = await journal.pending(first, 'merge', { chunks: m.chunks, rangeStart: m.rangeStart, rangeEnd: m.rangeEnd, bytes: m.bytes });
+      const t0 = performance.now();
+      log.info(`tiering ${progress}: merge ${m.chunks.length} cold chunks into ${first}`, { rangeStart: m.rangeStart, rangeEnd: m.rangeEnd, bytes: m.bytes });
+      const fail = async (step: string, err: unknown) => {
+        const text = errorText(err);
+        o.metrics?.stepFailures.inc({ step });
+        summary.stepsFailed++;
+        summary.failures.push({ chunk: first, step, error: text });
+        log.error(`tiering ${progress}: ${step} failed`, { error: err });
+        return false;
+      };
+      try {
+        await withLockTimeout(db, { timeoutMs: lockTimeout, attempts: o.lockAttempts, backoffMs: o.lockBackoffMs, log, onAttempt: (a) => journal.running(id, a) }, () => mergeChunks(db, m.chunks));
+        await o.afterStep?.(first, { kind: 'merge' });
+      } catch (err) {
+        await journal.finish(id, 'failed', errorText(err), { seconds: (performance.now() - t0) / 1000 }).catch(() => {});
+        return fail('merge', err);
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      o.metrics?.stepSeconds.observe({ step: 'merge' }, seconds);
+      await journal.finish(id, 'done', undefined, { seconds });
+      summary.stepsDone++;
+      const merged = (await readChunks(db, hypertable)).find((c) => c.rangeStart.getTime() === m.rangeStart.getTime() && c.rangeEnd.getTime() === m.rangeEnd.getTime());
+      if (!merged) return fail('merge', new Error(`after merge_chunks no chunk covers [${m.rangeStart.toISOString()}, ${m.rangeEnd.toISOString()})`));
+      log.info(`tiering ${progress}: merged into ${merged.chunk} in ${seconds.toFixed(1)} s; recompressing it`);
+      if (!(await tierChunk(merged.chunk, progress))) return false;
+      if (before) {
+        const after = await chunkContent(db, hypertable, m.rangeStart, m.rangeEnd);
+        if (after.rows !== before.rows || after.checksum !== before.checksum) {
+          const error = `content changed across the merge: ${before.rows} rows (checksum ${before.checksum}) before, ${after.rows} rows (checksum ${after.checksum}) after`;
+          const vid = await journal.pending(merged.chunk, 'verify');
+          await journal.finish(vid, 'failed', error);
+          return fail('verify', new Error(error));
         }
       }
       return true;

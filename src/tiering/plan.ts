@@ -1,7 +1,7 @@
 // The plan: which tier each chunk belongs to and the steps that take it there. Pure functions of
 // the catalog state (catalog.ts) and the boundaries (policy.ts); nothing here touches the database.
-import type { TierPolicy } from './policy.ts';
-import type { Boundaries, ChunkPlan, ChunkState, Step, Tier } from './types.ts';
+import { mergeUnitMs, type TierPolicy } from './policy.ts';
+import type { Boundaries, ChunkPlan, ChunkState, Merge, Step, Tier } from './types.ts';
 
 /** The tier a chunk's range puts it in: by its end, so a chunk straddling a boundary stays in the newer tier. */
 export function targetTier(rangeEnd: Date, b: Boundaries): Tier {
@@ -37,7 +37,32 @@ export function stepsFor(c: ChunkState, target: Tier, policy: TierPolicy): Step[
     return steps;
   }
   if (c.tablespace !== ts || c.compressedTablespace !== ts) steps.push({ kind: 'move-compressed', tablespace: ts });
+  if (c.partial) steps.push({ kind: 'recompress' });
   return steps;
+}
+
+/**
+ * Runs of adjacent cold chunks with nothing else left to do that lie within one merge unit (UTC,
+ * counted from the epoch: whole days for "1 day"); runs of one chunk are left alone.
+ */
+export function mergesFor(plans: readonly ChunkPlan[], policy: TierPolicy): Merge[] {
+  const unit = mergeUnitMs(policy);
+  if (!unit) return [];
+  const merges: Merge[] = [];
+  let run: ChunkPlan[] = [];
+  const flush = () => {
+    if (run.length > 1) merges.push({ rangeStart: run[0]!.chunk.rangeStart, rangeEnd: run.at(-1)!.chunk.rangeEnd, chunks: run.map((p) => p.chunk.chunk), bytes: run.reduce((n, p) => n + p.chunk.bytes, 0) });
+    run = [];
+  };
+  for (const p of plans) {
+    const start = p.chunk.rangeStart.getTime();
+    const settled = p.target === 'cold' && p.steps.length === 0 && Math.floor(start / unit) === Math.floor((p.chunk.rangeEnd.getTime() - 1) / unit);
+    const last = run.at(-1);
+    if (!settled || (last && (last.chunk.rangeEnd.getTime() !== start || Math.floor(last.chunk.rangeStart.getTime() / unit) !== Math.floor(start / unit)))) flush();
+    if (settled) run.push(p);
+  }
+  flush();
+  return merges;
 }
 
 export function planChunk(c: ChunkState, b: Boundaries, policy: TierPolicy): ChunkPlan {
@@ -69,6 +94,8 @@ export interface PlanTotals {
 export interface Plan {
   boundaries: Boundaries;
   chunks: ChunkPlan[];
+  /** Cold merges possible now (chunks still needing steps join them on a later run). */
+  merges: Merge[];
   totals: PlanTotals;
 }
 
@@ -84,13 +111,15 @@ export function plan(chunks: readonly ChunkState[], b: Boundaries, policy: TierP
     if (p.steps.some((s) => s.kind !== 'compress')) bytesToMove += p.chunk.bytes;
     if (p.steps.some((s) => s.kind === 'compress') && ratio) expectedSavings += p.chunk.bytes - p.chunk.bytes / ratio;
   }
+  const merges = mergesFor(plans, policy);
   return {
     boundaries: b,
     chunks: plans,
+    merges,
     totals: {
       chunks: plans.length,
       chunksWithSteps: plans.filter((p) => p.steps.length > 0).length,
-      steps: plans.reduce((n, p) => n + p.steps.length, 0),
+      steps: plans.reduce((n, p) => n + p.steps.length, 0) + merges.length,
       bytesToMove,
       expectedSavings: Math.round(expectedSavings),
       compressionRatio: ratio,

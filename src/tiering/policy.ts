@@ -8,6 +8,14 @@ import { ConfigError } from '../errors.ts';
 import type { Boundaries } from './types.ts';
 
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
+const MERGE = /^\s*(?:(\d+)\s*(hours?|days?)|off)\s*$/i;
+
+/** The merge unit in ms, or null when merging is off. */
+export function mergeUnitMs(policy: TierPolicy): number | null {
+  const m = MERGE.exec(policy.coldMerge);
+  if (!m || !m[1]) return null;
+  return Number(m[1]) * (m[2]!.toLowerCase().startsWith('hour') ? 3_600_000 : 86_400_000);
+}
 
 export const tierPolicySchema = z
   .object({
@@ -17,6 +25,8 @@ export const tierPolicySchema = z
     coldAfter: age.default('180 days'),
     /** …and due for the archive (S3) after this. */
     archiveAfter: age.default('18 months'),
+    /** Adjacent cold chunks within this unit ("1 day", "12 hours") are merged and recompressed; "off" never. */
+    coldMerge: z.string().regex(MERGE, 'must be a whole number of hours or days, such as "1 day", or "off"').default('1 day'),
     warmTablespace: z.string().regex(IDENT).default('warm_data'),
     coldTablespace: z.string().regex(IDENT).default('cold_data'),
   })
@@ -54,11 +64,11 @@ export async function boundaries(db: Queryable, policy: TierPolicy, at?: Date): 
 }
 
 /** The policy the configuration names (STRATA_TIER_*, STRATA_ARCHIVE_AFTER, STRATA_WARM/COLD_TABLESPACE). */
-export function policyFromConfig(c: { tierWarmAfter: string; tierColdAfter: string; archiveAfter: string; warmTablespace?: string | undefined; coldTablespace?: string | undefined }): TierPolicy {
+export function policyFromConfig(c: { tierWarmAfter: string; tierColdAfter: string; archiveAfter: string; tierColdMerge?: string; warmTablespace?: string | undefined; coldTablespace?: string | undefined }): TierPolicy {
   try {
     return fromConfig(c);
   } catch (err) {
-    throw new ConfigError([`STRATA_TIER_WARM_AFTER, STRATA_TIER_COLD_AFTER, STRATA_ARCHIVE_AFTER, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE: ${(err as Error).message}`]);
+    throw new ConfigError([`STRATA_TIER_WARM_AFTER, STRATA_TIER_COLD_AFTER, STRATA_ARCHIVE_AFTER, STRATA_TIER_COLD_MERGE, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE: ${(err as Error).message}`]);
   }
 }
 
@@ -67,6 +77,7 @@ function fromConfig(c: Parameters<typeof policyFromConfig>[0]): TierPolicy {
     warmAfter: c.tierWarmAfter,
     coldAfter: c.tierColdAfter,
     archiveAfter: c.archiveAfter,
+    ...(c.tierColdMerge ? { coldMerge: c.tierColdMerge } : {}),
     ...(c.warmTablespace ? { warmTablespace: c.warmTablespace } : {}),
     ...(c.coldTablespace ? { coldTablespace: c.coldTablespace } : {}),
   });

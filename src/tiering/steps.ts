@@ -22,7 +22,32 @@ export async function reorderIndex(db: Queryable, hypertable: string): Promise<s
   return r.rows[0]?.idx ?? null;
 }
 
-export async function runStep(db: Queryable, chunk: string, step: Step, index: string | null): Promise<void> {
+/**
+ * The largest compressed batch this TimescaleDB allows (timescaledb.compression_batch_size_limit: 1000
+ * up to 2.2x, 32767 in later releases), or null without the setting. Cold chunks are compressed with
+ * it: one batch holds more of a series, the strongest compression (bench/results/compression.md).
+ */
+export async function largestBatch(db: Queryable): Promise<number | null> {
+  const r = await db.query<{ max: string }>(`SELECT max_val AS max FROM pg_settings WHERE name = 'timescaledb.compression_batch_size_limit'`);
+  return r.rows[0] ? Number(r.rows[0].max) : null;
+}
+
+/** compress_chunk, with the batch limit raised for this statement's session when given. */
+async function compress(db: Queryable, chunk: string, batchLimit: number | null): Promise<void> {
+  if (batchLimit) await db.query(`SELECT set_config('timescaledb.compression_batch_size_limit', $1, false)`, [String(batchLimit)]);
+  try {
+    await db.query(`SELECT compress_chunk($1::regclass, if_not_compressed => true)`, [chunk]);
+  } finally {
+    if (batchLimit) await db.exec('RESET timescaledb.compression_batch_size_limit');
+  }
+}
+
+/** Merges adjacent chunks into the first (merge_chunks); the rows stay compressed, in the batches they had. */
+export async function mergeChunks(db: Queryable, chunks: string[]): Promise<void> {
+  await db.query(`CALL merge_chunks($1::text[]::regclass[])`, [chunks]);
+}
+
+export async function runStep(db: Queryable, chunk: string, step: Step, index: string | null, batchLimit: number | null = null): Promise<void> {
   switch (step.kind) {
     case 'move':
       if (!index) throw new Error(`cannot move ${chunk}: its hypertable has no index to reorder by (move_chunk needs one for an uncompressed chunk)`);
@@ -32,8 +57,16 @@ export async function runStep(db: Queryable, chunk: string, step: Step, index: s
       );
       return;
     case 'compress':
-      await db.query(`SELECT compress_chunk($1::regclass, if_not_compressed => true)`, [chunk]);
+      await compress(db, chunk, batchLimit);
       return;
+    case 'recompress':
+      // Decompressed, then compressed again: every series' rows re-batched. Stopped in between, the
+      // chunk is simply uncompressed, and the next run compresses it.
+      await db.query(`SELECT decompress_chunk($1::regclass, if_compressed => true)`, [chunk]);
+      await compress(db, chunk, batchLimit);
+      return;
+    case 'merge':
+      throw new Error('a merge spans several chunks: use mergeChunks');
     case 'move-compressed':
       // On a compressed chunk move_chunk moves the chunk and its internal compressed chunk together.
       await db.query(`SELECT move_chunk(chunk => $1::regclass, destination_tablespace => $2::name, index_destination_tablespace => $2::name)`, [chunk, step.tablespace]);

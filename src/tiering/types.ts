@@ -7,13 +7,19 @@
 //               it to the archive worker (src/backup).
 //   step        one idempotent action on one chunk: move (uncompressed chunk, reordered by the
 //               hypertable's time index), compress, move-compressed (the chunk and its internal
-//               compressed chunk together).
+//               compressed chunk together), recompress (a partial chunk: decompressed and compressed
+//               again, so its rows are re-batched); or on adjacent cold chunks: merge.
+//   partial     a compressed chunk holding rows outside its compressed batches (late rows), or whose
+//               batches come from several chunks (after a merge): recompressing re-batches them.
+//   merge       adjacent settled cold chunks within one merge unit (STRATA_TIER_COLD_MERGE, a day by
+//               default) become one chunk, then are recompressed: fuller batches per series, the
+//               strongest compression TimescaleDB offers (bench/results/compression.md).
 //   plan        the steps every chunk needs to reach its tier; read-only.
 //   run         executes a plan one step at a time under a session advisory lock, journaling each step.
 
 export type Tier = 'hot' | 'warm' | 'cold';
 
-export type StepKind = 'move' | 'compress' | 'move-compressed';
+export type StepKind = 'move' | 'compress' | 'move-compressed' | 'recompress' | 'merge';
 
 /** A chunk as the catalog shows it now. */
 export interface ChunkState {
@@ -31,6 +37,16 @@ export interface ChunkState {
   /** Bytes before and after compression, for compressed chunks (from chunk_compression_stats). */
   bytesBeforeCompression: number | null;
   bytesAfterCompression: number | null;
+  /** Compressed, with rows outside its batches or batches of merged chunks (see glossary). */
+  partial: boolean;
+}
+
+/** Adjacent settled cold chunks within one merge unit, to become one chunk. */
+export interface Merge {
+  rangeStart: Date;
+  rangeEnd: Date;
+  chunks: string[];
+  bytes: number;
 }
 
 export interface Step {

@@ -45,7 +45,7 @@ describe('strata tier', () => {
   it('runs within --max-chunks, summarizes, and finishes on the next run', async () => {
     const first = await strata(['tier', 'run', '--max-chunks', '2'], env);
     expect(first).toMatchObject({ code: 0 });
-    expect(first.out).toMatch(/stopped at --max-chunks\n2 of \d+ chunks reached their tier, 0 failed; 4 steps done, 0 failed/);
+    expect(first.out).toMatch(/stopped at --max-chunks\n2 of \d+ chunks reached their tier, 0 failed; 0 of 0 cold merges; 4 steps done, 0 failed/);
     const rest = await strata(['tier', 'run', '--max-duration', '10m'], env);
     expect(rest.out).toMatch(/every planned chunk was handled/);
     const again = JSON.parse((await strata(['tier', 'run', '--json'], env)).out);

@@ -13,7 +13,7 @@ const b: Boundaries = { warm: at('2026-10-22T00:00:00Z'), cold: at('2026-05-25T0
 const DAY = 86_400_000;
 
 function chunk(start: Date, end: Date, o: Partial<ChunkState> = {}): ChunkState {
-  return { chunk: `_timescaledb_internal._hyper_1_${start.getTime()}_chunk`, rangeStart: start, rangeEnd: end, tablespace: null, compressed: false, compressedTablespace: null, bytes: 1_000_000, bytesBeforeCompression: null, bytesAfterCompression: null, ...o };
+  return { chunk: `_timescaledb_internal._hyper_1_${start.getTime()}_chunk`, rangeStart: start, rangeEnd: end, tablespace: null, compressed: false, compressedTablespace: null, bytes: 1_000_000, bytesBeforeCompression: null, bytesAfterCompression: null, partial: false, ...o };
 }
 
 describe('tier of a chunk', () => {
@@ -54,6 +54,39 @@ describe('steps to a tier', () => {
   });
   it('plans nothing for a chunk already in its tier', () => {
     expect(stepsFor(old({ compressed: true, tablespace: 'cold_data', compressedTablespace: 'cold_data' }), 'cold', policy)).toEqual([]);
+  });
+  it('recompresses a partial chunk (late rows, or just merged), after any move', () => {
+    expect(stepsFor(old({ compressed: true, partial: true, tablespace: 'cold_data', compressedTablespace: 'cold_data' }), 'cold', policy)).toEqual([{ kind: 'recompress' }]);
+    expect(stepsFor(old({ compressed: true, partial: true, tablespace: 'warm_data', compressedTablespace: 'warm_data' }), 'cold', policy)).toEqual([{ kind: 'move-compressed', tablespace: 'cold_data' }, { kind: 'recompress' }]);
+  });
+});
+
+describe('cold merges', () => {
+  const H = 3_600_000;
+  const day = Date.UTC(2025, 0, 10);
+  const settled = { compressed: true, tablespace: 'cold_data', compressedTablespace: 'cold_data' };
+  const hours = (from: number, n: number, o: Partial<ChunkState> = settled) => Array.from({ length: n }, (_, i) => chunk(new Date(day + (from + i) * 6 * H), new Date(day + (from + i + 1) * 6 * H), o));
+  it('merges adjacent settled cold chunks within one UTC day, one merge per day', () => {
+    const p = plan([...hours(0, 4), ...hours(4, 4)], b, policy);
+    expect(p.merges.map((m) => [m.rangeStart.toISOString(), m.rangeEnd.toISOString(), m.chunks.length])).toEqual([
+      ['2025-01-10T00:00:00.000Z', '2025-01-11T00:00:00.000Z', 4],
+      ['2025-01-11T00:00:00.000Z', '2025-01-12T00:00:00.000Z', 4],
+    ]);
+    expect(p.totals.steps).toBe(2);
+  });
+  it('splits a day at a gap, waits for chunks with steps left, and leaves single chunks and warm chunks alone', () => {
+    const gap = [...hours(0, 2), ...hours(3, 1)];
+    expect(plan(gap, b, policy).merges.map((m) => m.chunks.length)).toEqual([2]);
+    const unsettled = [...hours(0, 2), ...hours(2, 2, { compressed: false, tablespace: 'cold_data', compressedTablespace: null })];
+    expect(plan(unsettled, b, policy).merges.map((m) => m.chunks.length)).toEqual([2]);
+    expect(plan(hours(0, 1), b, policy).merges).toEqual([]);
+    const warm = Array.from({ length: 4 }, (_, i) => chunk(new Date(b.cold.getTime() + i * 6 * H), new Date(b.cold.getTime() + (i + 1) * 6 * H), { compressed: true, tablespace: 'warm_data', compressedTablespace: 'warm_data' }));
+    expect(plan(warm, b, policy).merges).toEqual([]);
+  });
+  it('follows the merge unit, and merges nothing when it is off', () => {
+    expect(plan(hours(0, 4), b, tierPolicy({ coldMerge: '12 hours' })).merges.map((m) => m.chunks.length)).toEqual([2, 2]);
+    expect(plan(hours(0, 4), b, tierPolicy({ coldMerge: 'off' })).merges).toEqual([]);
+    expect(() => tierPolicy({ coldMerge: '1 week' })).toThrow(/must be a whole number of hours or days, such as/);
   });
 });
 
