@@ -111,16 +111,7 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
     const limitChunks = o.maxChunks ?? Infinity;
     let n = 0;
     for (const cp of todo) {
-      const stop = shouldStop();
-      if (stop) {
-        summary.stopped = stop;
-        break;
-      }
-      if (!(await tryLock(db, hypertable))) {
-        summary.stopped = 'lock-lost';
-        log.error('lost the tiering lock (the connection was replaced); stopping', { hypertable });
-        break;
-      }
+      if (await mustStop()) break;
       n++;
       const ok = await tierChunk(cp.chunk.chunk, `${n}/${todo.length}`);
       if (ok) summary.chunksDone++;
@@ -130,22 +121,24 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
       const merges = makePlan(await readChunks(db, hypertable), b, o.policy).merges;
       summary.mergesPlanned = merges.length;
       for (const [i, m] of merges.entries()) {
-        const stop = shouldStop();
-        if (stop) {
-          summary.stopped = stop;
-          break;
-        }
-        if (!(await tryLock(db, hypertable))) {
-          summary.stopped = 'lock-lost';
-          log.error('lost the tiering lock (the connection was replaced); stopping', { hypertable });
-          break;
-        }
+        if (await mustStop()) break;
         if (await mergeCold(m, `merge ${i + 1}/${merges.length}`)) summary.mergesDone++;
       }
     }
     if (summary.stopped === 'done' && o.metrics) o.metrics.observePlan(makePlan(await readChunks(db, hypertable), b, o.policy));
     log.info('tiering run finished', { ...summary, failures: summary.failures.length });
     return finish(true);
+
+    /** Before a chunk's (or a merge's) first step: at a limit, or without the lock, records why and says stop. */
+    async function mustStop(): Promise<boolean> {
+      const stop = shouldStop();
+      if (stop) summary.stopped = stop;
+      else if (!(await tryLock(db, hypertable))) {
+        summary.stopped = 'lock-lost';
+        log.error('lost the tiering lock (the connection was replaced); stopping', { hypertable });
+      }
+      return summary.stopped !== 'done';
+    }
 
     function shouldStop(): StopReason | null {
       if (summary.chunksDone + summary.chunksFailed + summary.mergesDone >= limitChunks) return 'max-chunks';
