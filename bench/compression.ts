@@ -11,7 +11,11 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { migrate } from '../src/db/migrate.ts';
 import type { Db } from '../src/db/port.ts';
+import { silentLogger } from '../src/log.ts';
+import { runTiering } from '../src/tiering/job.ts';
+import { tierPolicy } from '../src/tiering/policy.ts';
 import { scratchDatabase } from './support/scratch.ts';
+import { benchTablespaces } from './support/tablespaces.ts';
 import { sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';
 import { writeTable } from './support/table.ts';
 
@@ -25,6 +29,8 @@ interface Variant {
   gucs?: Record<string, string>;
   /** After the compression: 1% late rows then compress_chunk again; merge_chunks of all chunks; then decompress and compress. */
   then?: ('late' | 'merge' | 'recompress')[];
+  /** Instead of compressing here: `strata tier run` (runTiering) as of 200 days after the data, so every chunk is cold. */
+  tiering?: boolean;
   note: string;
 }
 const CURRENT = { segmentby: 'facility_id, series_id', orderby: 'time' };
@@ -40,6 +46,7 @@ const VARIANTS: Variant[] = [
   { id: 9, ...CURRENT, then: ['merge', 'recompress'], note: 'as 8, merged chunk decompressed and compressed again' },
   { id: 10, ...CURRENT, then: ['merge', 'recompress'], gucs: { 'timescaledb.compression_batch_size_limit': '32767' }, note: 'as 9, compression_batch_size_limit 32767' },
   { id: 11, ...CURRENT, gucs: { 'timescaledb.auto_sparse_indexes': 'off', 'timescaledb.enable_sparse_index_bloom': 'off' }, note: 'current, automatic sparse indexes off' },
+  { id: 12, ...CURRENT, tiering: true, note: 'strata tier run to cold: move, compress, merge per day, recompress with the largest batch' },
 ];
 
 const { values } = parseArgs({
@@ -111,6 +118,7 @@ for (const v of chosen) {
   const t0 = performance.now();
   const scratch = await scratchDatabase(values.url, `strata_compressbench_${v.id}`, 1);
   const db = scratch.db;
+  let spaces: Awaited<ReturnType<typeof benchTablespaces>> | null = null;
   try {
     await migrate(db, { chunkInterval: '1 hour' });
     // The hourly rollup's refresh job would run in the background during the measurement.
@@ -121,7 +129,13 @@ for (const v of chosen) {
     await db.exec(rowsSql(1, 0));
     await db.exec('VACUUM ANALYZE strata.metrics');
     const uncompressed = await one<{ b: number; n: number }>(db, `SELECT (SELECT total_bytes::float8 FROM hypertable_detailed_size('strata.metrics')) AS b, (SELECT count(*)::int FROM strata.metrics) AS n`);
-    await compressAll(db, v);
+    // The loaded chunks' size (heap, indexes, toast), the "before" of the tiering variant.
+    const loaded = await one<{ b: number }>(db, `SELECT sum(pg_total_relation_size(c))::float8 AS b FROM (${CHUNKS}) x(c)`);
+    if (v.tiering) {
+      spaces = await benchTablespaces(db, values.url!, 'strata_compressbench');
+      const run = await runTiering(db, silentLogger, { policy: tierPolicy({ warmTablespace: spaces.warm, coldTablespace: spaces.cold }), at: new Date(Date.UTC(2027, 5, 8)) });
+      if (run.failures.length) throw new Error(`tier run failed: ${JSON.stringify(run.failures)}`);
+    } else await compressAll(db, v);
     const first = await sizes(db);
     const result: Record<string, unknown> = { variant: v.id, note: v.note, segmentby: v.segmentby, orderby: v.orderby, options: v.options ?? {}, gucs: v.gucs ?? {} };
     for (const step of v.then ?? []) {
@@ -151,11 +165,13 @@ for (const v of chosen) {
     const z = await sizes(db);
     // "before" is chunk_compression_stats' figure at the first compression (the loaded chunks); "after" is measured (the compressed chunks' total size),
     // because chunk_compression_stats is not updated when a chunk is recompressed (statsRatio keeps its figure).
-    const before = (first.statsBefore * z.rows) / uncompressed.n; // the late rows' share is estimated pro rata
+    // the late rows' share is estimated pro rata; chunk_compression_stats has no figure of the load for merged chunks
+    const before = v.tiering ? loaded.b : (first.statsBefore * z.rows) / uncompressed.n;
     Object.assign(result, {
       ...z,
       bytesBefore: before,
       bytesAfter: z.compressedBytes,
+      loadedChunkBytes: loaded.b,
       ratio: +(before / z.compressedBytes).toFixed(1),
       statsRatio: +(z.statsBefore / z.statsAfter).toFixed(1),
       // Whole hypertable on disk: after the uncompressed load (VACUUMed) ÷ after compression (includes emptied chunk tables).
@@ -171,6 +187,7 @@ for (const v of chosen) {
     console.error(`variant ${v.id} failed: ${(err as Error).message}`);
   } finally {
     await scratch.drop();
+    for (const problem of (await spaces?.drop()) ?? []) console.error(problem);
   }
 }
 
@@ -199,6 +216,8 @@ console.log(
     '(1%: one sample 5 s after every 100th, in every series and chunk) touch every segment, so segment-wise recompression rewrites every batch;',
     'its ratio is measured after VACUUM FULL of the compressed chunks, compared with the first compression after the same VACUUM FULL, and also',
     'shown as compress_chunk left it (replaced batches stay as dead tuples until VACUUM, and plain VACUUM does not shrink the files).',
+    'For 12 (the tiering job), "bytes before" is the loaded chunks\' total size (pg_total_relation_size), as chunk_compression_stats has no',
+    'figure of the load for a merged chunk; the other variants\' loadedChunkBytes in the JSON give the same measure for comparison.',
     '"whole hypertable on disk": hypertable_detailed_size after the load ÷ after compression, including the emptied chunk tables and indexes.',
     'Read: `SELECT avg(value) FROM strata.metrics WHERE facility_id = $1 AND series_id = $2 AND time >= $3 AND time < $3 + 1 hour`, windows',
     `starting 20 minutes past the hour (two 1-hour chunks), 20 (series, hour) pairs, median of ${runs} runs after one warm-up pass.`,

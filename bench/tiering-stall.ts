@@ -9,12 +9,10 @@
 //
 // The URL is a superuser connection to a TimescaleDB server (tablespaces are created in local
 // directories, so the server must be on this machine); a scratch database is created and dropped.
-import { execFileSync } from 'node:child_process';
-import { chownSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { migrate } from '../src/db/migrate.ts';
 import { openDb } from '../src/db/open.ts';
 import { createLogger } from '../src/log.ts';
@@ -25,6 +23,7 @@ import { benchFacilities } from './support/facilities.ts';
 import { startGatewayProcess } from './support/gateway-process.ts';
 import { drive, type LoadResult } from './support/load.ts';
 import { scratchDatabase } from './support/scratch.ts';
+import { benchTablespaces } from './support/tablespaces.ts';
 import { writeTable } from './support/table.ts';
 
 const { values } = parseArgs({
@@ -52,19 +51,12 @@ const command = `npx tsx bench/tiering-stall.ts ${process.argv.slice(2).join(' '
 const work = mkdtempSync(join(tmpdir(), 'strata-tierbench-'));
 const scratch = await scratchDatabase(values.url, 'strata_tierbench');
 const db = scratch.db;
-const spaces: string[] = [];
-const admin = new pg.Client({ connectionString: values.url });
-await admin.connect();
+let spaces: Awaited<ReturnType<typeof benchTablespaces>> | null = null;
 const bouncer = await startBouncer(new URL(values.url), work);
 try {
   await migrate(db, { chunkInterval: '1 day' });
-  for (const tier of ['warm', 'cold']) {
-    const dir = mkdtempSync(join(tmpdir(), `strata-${tier}-`));
-    chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
-    spaces.push(`strata_bench_${tier}_${process.pid}`);
-    await db.exec(`CREATE TABLESPACE ${spaces.at(-1)} LOCATION '${dir}'`);
-  }
-  const policy = tierPolicy({ warmTablespace: spaces[0]!, coldTablespace: spaces[1]! });
+  spaces = await benchTablespaces(db, values.url, 'strata_bench');
+  const policy = tierPolicy({ warmTablespace: spaces.warm, coldTablespace: spaces.cold });
   const tokens = await benchFacilities(db, F, 'tierbench');
   // Old data to tier: --old-days of 1-day chunks ending 31 days ago (warm), one sample per 10 s per series.
   say(`loading ${values['old-days']} days of old data…`);
@@ -122,6 +114,5 @@ try {
 } finally {
   await bouncer.stop();
   await scratch.drop();
-  for (const sp of spaces) await admin.query(`DROP TABLESPACE IF EXISTS ${sp}`).catch((e) => say(`cannot drop tablespace ${sp}: ${e}`));
-  await admin.end();
+  for (const problem of (await spaces?.drop()) ?? []) say(problem);
 }
