@@ -48,7 +48,7 @@ async function facilityId(db: Db, code: string | undefined): Promise<number | un
 }
 
 export function formatArchiveSummary(s: ArchiveSummary, bucket: string): string {
-  const stop = { done: 'every due chunk was handled', 'max-chunks': 'stopped at --max-chunks', 'max-duration': 'stopped at --max-duration', locked: 'another worker holds the lock on this hypertable; nothing done' };
+  const stop = { done: 'every due chunk was handled', 'max-chunks': 'stopped at --max-chunks', 'max-duration': 'stopped at --max-duration', locked: 'another worker holds the lock on this hypertable; nothing done', 'lock-lost': 'the lock was lost (connection replaced); stopped' };
   return [
     `archive run ${s.runId} into ${bucket}: ${stop[s.stopped]}`,
     `${s.chunksArchived} of ${s.chunksPlanned} chunks archived, ${s.chunksFailed} failed; ${bytes(s.bytesUploaded)} uploaded; ${s.rowsArchived} rows left the database; ${s.seconds.toFixed(1)} s`,

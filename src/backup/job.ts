@@ -40,13 +40,13 @@ export interface ArchiveRunOptions {
   lockTimeoutMs?: number;
   at?: Date;
   metrics?: ArchiveMetrics;
-  /** Fault drills: called after a step committed, before the next one starts. */
+  /** Fault drills: called after a step committed, before the journal records it. */
   afterStep?: (chunk: string, step: ArchiveStep) => void | Promise<void>;
 }
 
 export interface ArchiveSummary {
   runId: string;
-  stopped: 'done' | 'max-chunks' | 'max-duration' | 'locked';
+  stopped: 'done' | 'max-chunks' | 'max-duration' | 'locked' | 'lock-lost';
   chunksPlanned: number;
   chunksArchived: number;
   chunksFailed: number;
@@ -88,11 +88,16 @@ export async function runArchive(db: Db, store: ArchiveStore, log: Logger, o: Ar
         s.stopped = 'max-duration';
         break;
       }
+      if (!(await tryLock(db, hypertable))) {
+        s.stopped = 'lock-lost';
+        log.error('lost the chunk-job lock (the connection was replaced); stopping', { hypertable });
+        break;
+      }
       if (await archiveChunk(cp.chunk, `${i + 1}/${todo.length}`)) s.chunksArchived++;
       else s.chunksFailed++;
     }
     s.seconds = (Date.now() - started) / 1000;
-    if (s.failures.length === 0) o.metrics?.lastSuccess.set(Date.now() / 1000);
+    if (s.failures.length === 0 && s.stopped !== 'lock-lost') o.metrics?.lastSuccess.set(Date.now() / 1000);
     log.info('archive run finished', { ...s, failures: s.failures.length });
     return s;
   } finally {
@@ -114,10 +119,10 @@ export async function runArchive(db: Db, store: ArchiveStore, log: Logger, o: Ar
         log.info(`archive ${progress} ${name}: ${step}`, { key, rangeStart: chunk.rangeStart, rangeEnd: chunk.rangeEnd });
         try {
           const detail = step === 'export-upload' ? await exportUpload(key, work, name) : step === 'verify' ? await verify(entry!, work, name) : await drop(entry!, name);
+          await o.afterStep?.(name, step);
           await journal.finish(id, 'done', undefined, { ...detail, seconds: (performance.now() - t0) / 1000 });
           o.metrics?.stepSeconds.observe({ step }, (performance.now() - t0) / 1000);
           log.info(`archive ${progress} ${name}: ${step} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`, detail);
-          await o.afterStep?.(name, step);
         } catch (err) {
           const text = errorText(err);
           if (err instanceof Mismatch && entry) await setState(db, entry.id, 'uploading').catch(() => {});

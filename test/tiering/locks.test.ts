@@ -3,6 +3,8 @@
 // up within lock_timeout, so writes are not queued behind it, and tries again after a backoff.
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runArchive } from '../../src/backup/job.ts';
+import { ArchiveStore } from '../../src/backup/s3.ts';
 import { openDb } from '../../src/db/open.ts';
 import type { Db } from '../../src/db/port.ts';
 import { silentLogger } from '../../src/log.ts';
@@ -37,6 +39,14 @@ describe('the hypertable lock', () => {
       const r = await runTiering(worker, silentLogger, { policy: tierPolicy({}), metrics });
       expect(r).toMatchObject({ stopped: 'locked', chunksPlanned: 0, stepsDone: 0 });
       expect(await registry.getSingleMetricAsString('strata_tier_last_success_timestamp_seconds')).toMatch(/seconds 0$/);
+      // The archive job shares the lock: it leaves too, before touching the bucket.
+      const store = new ArchiveStore({ region: 'test-1', bucket: 'never-used', prefix: 'p', storageClass: 'STANDARD', objectLock: null, retention: '7 years', restoreTier: 'Standard', restoreDays: 1, workDir: '/nonexistent', endpoint: 'http://127.0.0.1:9' });
+      try {
+        const a = await runArchive(worker, store, silentLogger, { settings: store.settings, policy: tierPolicy({}) });
+        expect(a).toMatchObject({ stopped: 'locked', chunksPlanned: 0, bytesUploaded: 0 });
+      } finally {
+        store.close();
+      }
       // Each hypertable has its own lock.
       expect(await tryLock(worker, 'strata.other_metrics')).toBe(true);
       await unlock(worker, 'strata.other_metrics');
