@@ -9,7 +9,7 @@ import { size, type Measured } from '../src/sizing/size.ts';
 import { parseBytes } from '../src/units.ts';
 
 const figures = (over: Partial<Record<keyof Measured, number>> = {}): Measured => {
-  const v = { bytesPerRow: 50, indexBytesPerRow: 40, compressionRatio: 10, walBytesPerRow: 100, gatewayCpuUsPerRow: 3, copyRowsPerStream: 300_000, ...over };
+  const v = { bytesPerRow: 50, indexBytesPerRow: 40, compressionRatio: 10, coldCompressionRatio: 10, archiveBytesPerRow: 5, walBytesPerRow: 100, gatewayCpuUsPerRow: 3, copyRowsPerStream: 300_000, ...over };
   return Object.fromEntries(Object.entries(v).map(([k, value]) => [k, { value, source: 'test' }])) as unknown as Measured;
 };
 const input = { rate: 500_000, facilities: 50, seriesPerFacility: 1_000, memoryBytes: 512 * 1024 ** 3, hotDays: 30, warmDays: 150, coldDays: 365, archiveYears: 7 };
@@ -23,9 +23,10 @@ async function strata(args: string[]) {
 
 describe('strata size', () => {
   it('computes rows, storage per tier, WAL, chunk interval, gateway processes and writers', () => {
-    const r = size(input, figures());
+    const r = size(input, figures({ coldCompressionRatio: 40, archiveBytesPerRow: 4 }));
     expect(r.rowsPerDay).toBe(43_200_000_000);
-    expect(r.tiers.map((t) => t.bytes)).toEqual([43.2e9 * 30 * 50, (43.2e9 * 150 * 50) / 10, (43.2e9 * 365 * 50) / 10, (43.2e9 * 7 * 365 * 50) / 10]);
+    // Warm at the compression ratio, cold at the cold one, the archive at its object bytes per row.
+    expect(r.tiers.map((t) => t.bytes)).toEqual([43.2e9 * 30 * 50, (43.2e9 * 150 * 50) / 10, (43.2e9 * 365 * 50) / 40, 43.2e9 * 7 * 365 * 4]);
     expect(r.walBytesPerDay).toBe(43.2e9 * 100);
     // 25% of 512 GiB = 128 GiB; 2e7 index bytes/s → 1 hour is 72 GB, 2 hours would be 144 GB.
     expect(r.chunkInterval).toMatchObject({ seconds: 3_600, text: '1 hour', indexBytes: 7.2e10, fits: true });
@@ -34,7 +35,8 @@ describe('strata size', () => {
     expect(r.writers).toEqual({ streams: 4, perGateway: 4, pgbouncerPoolSize: 18 });
     // Far more streams than the default per gateway: spread over the processes.
     expect(size({ ...input, rate: 5_000_000 }, figures({ gatewayCpuUsPerRow: 0.5 })).writers).toEqual({ streams: 34, perGateway: 9, pgbouncerPoolSize: 44 });
-    expect(r.archive).toEqual({ objectsPerYear: 8_760, objects: 61_320 });
+    // One object a day: cold chunks are merged per day before the archive takes them.
+    expect(r.archive).toEqual({ objectsPerYear: 365, objects: 2_555 });
   });
 
   it('warns when even one-minute chunks outgrow a quarter of memory', () => {
@@ -44,16 +46,20 @@ describe('strata size', () => {
 
   it('labels every figure with its source: a results file when measured, an assumption otherwise', () => {
     const empty = measuredFigures(mkdtempSync(join(tmpdir(), 'strata-results-')));
-    expect(Object.values(empty).every((f) => f.source.startsWith('assumed: '))).toBe(true);
+    expect(Object.values(empty).every((f) => /^(as warm: )?assumed: /.test(f.source))).toBe(true);
     const dir = mkdtempSync(join(tmpdir(), 'strata-results-'));
     writeFileSync(join(dir, 'storage.json'), JSON.stringify({ date: '2026-11-21T10:00:00Z', results: { bytesPerRow: 61.5, indexBytesPerRow: 33, compressionRatio: 12.5, walBytesPerRow: 90 } }));
     writeFileSync(join(dir, 'ingest-gateway.json'), JSON.stringify({ results: [{ method: 'a', batchRows: 1000, batchAgeMs: 20, writers: 2, gatewayCpuUsPerRow: 3.6 }, { method: 'b', batchRows: 20000, batchAgeMs: 100, writers: 4, gatewayCpuUsPerRow: 3.2 }] }));
     writeFileSync(join(dir, 'copy-paths.json'), JSON.stringify({ results: [{ method: 'port COPY binary', rowsPerSecond: 320_000 }, { method: 'port COPY binary', rowsPerSecond: 342_000 }] }));
+    writeFileSync(join(dir, 'compression.json'), JSON.stringify({ results: [{ variant: 1, ratio: 12.5 }, { variant: 10, ratio: 20 }, { variant: 12, ratio: 18.5 }] }));
+    writeFileSync(join(dir, 'archive.json'), JSON.stringify({ results: { bytesPerRow: 4.1 } }));
     const m = measuredFigures(dir);
     expect(Object.fromEntries(Object.entries(m).map(([k, f]) => [k, f.value]))).toEqual({
       bytesPerRow: 61.5,
       indexBytesPerRow: 33,
       compressionRatio: 12.5,
+      coldCompressionRatio: 18.5,
+      archiveBytesPerRow: 4.1,
       walBytesPerRow: 90,
       gatewayCpuUsPerRow: 3.2,
       copyRowsPerStream: 342_000,

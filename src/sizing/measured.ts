@@ -42,10 +42,23 @@ export function measuredFigures(dir: string): Measured {
     .filter((r) => r.method === 'port COPY binary' && positive(r.rowsPerSecond))
     .sort((a, b) => (b.rowsPerSecond as number) - (a.rowsPerSecond as number))[0];
 
+  const bytesPerRow = fromStorage('bytesPerRow', assumed(50, '~50 bytes per row uncompressed (DESIGN §1)'));
+  const compressionRatio = fromStorage('compressionRatio', assumed(10, '~10:1 native compression (DESIGN §1)'));
+  // The tiering job's own result on the compression benchmark (its variant 12).
+  const compressionFile = read(dir, 'compression');
+  const tierRun = ((compressionFile?.results ?? []) as { variant?: unknown; ratio?: unknown }[]).find((r) => r.variant === 12 && positive(r.ratio));
+  const archiveFile = read(dir, 'archive');
+  const archivePerRow = (archiveFile?.results as { bytesPerRow?: unknown } | undefined)?.bytesPerRow;
+
   return {
-    bytesPerRow: fromStorage('bytesPerRow', assumed(50, '~50 bytes per row uncompressed (DESIGN §1)')),
+    bytesPerRow,
     indexBytesPerRow: fromStorage('indexBytesPerRow', assumed(40, 'two indexes of about 20 bytes per row each')),
-    compressionRatio: fromStorage('compressionRatio', assumed(10, '~10:1 native compression (DESIGN §1)')),
+    compressionRatio,
+    coldCompressionRatio: compressionFile && tierRun ? { value: tierRun.ratio as number, source: label(dir, 'compression', compressionFile) } : { ...compressionRatio, source: `as warm: ${compressionRatio.source}` },
+    archiveBytesPerRow:
+      archiveFile && positive(archivePerRow)
+        ? { value: archivePerRow, source: label(dir, 'archive', archiveFile) }
+        : assumed(+(bytesPerRow.value / compressionRatio.value).toFixed(2), 'the compressed size (no archive benchmark found)'),
     walBytesPerRow: fromStorage('walBytesPerRow', assumed(100, 'about twice the row size (heap and index records)')),
     gatewayCpuUsPerRow:
       gatewayFile && gatewayRun ? { value: gatewayRun.gatewayCpuUsPerRow as number, source: label(dir, 'ingest-gateway', gatewayFile) } : assumed(3, 'no gateway benchmark found'),

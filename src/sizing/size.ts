@@ -15,6 +15,10 @@ export interface Measured {
   /** Index bytes per row (the chunk-interval rule). */
   indexBytesPerRow: Figure;
   compressionRatio: Figure;
+  /** The cold tier's (merged and recompressed chunks). */
+  coldCompressionRatio: Figure;
+  /** Bytes per row of the archive objects (tar.gz of CSV). */
+  archiveBytesPerRow: Figure;
   walBytesPerRow: Figure;
   /** Gateway CPU per metric, µs. */
   gatewayCpuUsPerRow: Figure;
@@ -65,8 +69,8 @@ export function size(input: SizeInput, m: Measured): SizeReport {
   const tiers = [
     { name: 'hot (uncompressed)', days: input.hotDays, bytes: rowsPerDay * input.hotDays * perRow, note: 'default tablespace' },
     { name: 'warm (compressed)', days: input.warmDays, bytes: (rowsPerDay * input.warmDays * perRow) / ratio, note: 'warm_data' },
-    { name: 'cold (compressed)', days: input.coldDays, bytes: (rowsPerDay * input.coldDays * perRow) / ratio, note: 'cold_data; same ratio as warm unless measured otherwise' },
-    { name: 'archive (S3 Glacier)', days: input.archiveYears * 365, bytes: (rowsPerDay * input.archiveYears * 365 * perRow) / ratio, note: 'tar.gz of compressed chunks, kept in S3' },
+    { name: 'cold (compressed)', days: input.coldDays, bytes: (rowsPerDay * input.coldDays * perRow) / m.coldCompressionRatio.value, note: 'cold_data, merged per day and recompressed' },
+    { name: 'archive (S3 Glacier)', days: input.archiveYears * 365, bytes: rowsPerDay * input.archiveYears * 365 * m.archiveBytesPerRow.value, note: 'tar.gz of CSV per chunk, kept in S3' },
   ];
   // Timescale's rule: the indexes of the chunks being written fit in 25% of memory.
   const limitBytes = input.memoryBytes * 0.25;
@@ -79,7 +83,8 @@ export function size(input: SizeInput, m: Measured): SizeReport {
   // Never below the gateway's default of 4: every facility has a flush of its own in flight, and
   // each batch pays a transaction and a ledger row besides its rows.
   const perGateway = Math.max(DEFAULT_WRITERS, Math.ceil(streams / processes));
-  const objectsPerYear = Math.ceil((86_400 / seconds) * 365);
+  // Cold chunks are merged per day (STRATA_TIER_COLD_MERGE) before they are archived: one object a day, or a chunk when chunks are longer.
+  const objectsPerYear = Math.ceil((86_400 / Math.max(seconds, 86_400)) * 365);
   return {
     input,
     rowsPerDay,
@@ -108,12 +113,14 @@ export function formatSize(r: SizeReport): string {
     `WAL per day:           ${bytes(r.walBytesPerDay)}`,
     `gateway:               ${r.gateway.cores.toFixed(2)} cores of CPU → ${r.gateway.processes} strata serve process(es) at ≤ ${GATEWAY_UTILISATION * 100}% busy, one core each`,
     `COPY writers:          ${r.writers.streams} streams → STRATA_WRITERS=${r.writers.perGateway} per gateway; PgBouncer default_pool_size ≥ ${r.writers.pgbouncerPoolSize}`,
-    `archive objects:       ${n(r.archive.objectsPerYear)} per year, ${n(r.archive.objects)} kept over ${r.input.archiveYears} years (one per chunk; ~40 KB Glacier overhead each)`,
+    `archive objects:       ${n(r.archive.objectsPerYear)} per year, ${n(r.archive.objects)} kept over ${r.input.archiveYears} years (one per archived chunk, a day once cold chunks are merged; ~40 KB Glacier overhead each)`,
     '',
     'figures used:',
     `  bytes per row on disk  ${m.bytesPerRow.value}  (${m.bytesPerRow.source})`,
     `  index bytes per row    ${m.indexBytesPerRow.value}  (${m.indexBytesPerRow.source})`,
     `  compression ratio      ${m.compressionRatio.value}:1  (${m.compressionRatio.source})`,
+    `  cold compression ratio ${m.coldCompressionRatio.value}:1  (${m.coldCompressionRatio.source})`,
+    `  archive bytes per row  ${m.archiveBytesPerRow.value}  (${m.archiveBytesPerRow.source})`,
     `  WAL bytes per row      ${m.walBytesPerRow.value}  (${m.walBytesPerRow.source})`,
     `  gateway CPU µs/metric  ${m.gatewayCpuUsPerRow.value}  (${m.gatewayCpuUsPerRow.source})`,
     `  rows/s per COPY stream ${n(m.copyRowsPerStream.value)}  (${m.copyRowsPerStream.source})`,
