@@ -2,10 +2,11 @@
 // load while `runTiering` moves and compresses old chunks on a direct connection. Measured from the
 // database: the longest gap between consecutive committed ingest batches (strata.ingest_ledger) while
 // the run works, against the longest gap in an equal stretch of the same load before it. Target: no
-// stall over 1 s.
+// stall over 1 s. With --cold, the old rows are 1-hour chunks in the cold tier, so the run also merges
+// each day's chunks and recompresses them (results in tiering-stall-cold).
 //
 //   npx tsx bench/tiering-stall.ts --url postgres://postgres@127.0.0.1:5432/postgres [--rate 100000]
-//       [--seconds 90] [--tier-after 20] [--old-days 40] [--old-series 20]
+//       [--seconds 90] [--tier-after 20] [--old-days 40] [--old-series 20] [--cold]
 //
 // The URL is a superuser connection to a TimescaleDB server (tablespaces are created in local
 // directories, so the server must be on this machine); a scratch database is created and dropped.
@@ -35,6 +36,7 @@ const { values } = parseArgs({
     'old-days': { type: 'string', default: '40' },
     'old-series': { type: 'string', default: '20' },
     facilities: { type: 'string', default: '10' },
+    cold: { type: 'boolean', default: false },
     out: { type: 'string', default: 'bench/results' },
   },
 });
@@ -54,19 +56,21 @@ const db = scratch.db;
 let spaces: Awaited<ReturnType<typeof benchTablespaces>> | null = null;
 const bouncer = await startBouncer(new URL(values.url), work);
 try {
-  await migrate(db, { chunkInterval: '1 day' });
+  await migrate(db, { chunkInterval: values.cold ? '1 hour' : '1 day' });
   spaces = await benchTablespaces(db, values.url, 'strata_bench');
   const policy = tierPolicy({ warmTablespace: spaces.warm, coldTablespace: spaces.cold });
   const tokens = await benchFacilities(db, F, 'tierbench');
-  // Old data to tier: --old-days of 1-day chunks ending 31 days ago (warm), one sample per 10 s per series.
+  // Old data to tier: --old-days of 1-day chunks ending 31 days ago (warm), or with --cold of 1-hour
+  // chunks ending 200 days ago (cold: merged per day), one sample per 10 s per series.
+  const endsDaysAgo = values.cold ? 200 : 31;
   say(`loading ${values['old-days']} days of old data…`);
   await db.query(`INSERT INTO strata.series (facility_id, measurement, field) SELECT (SELECT min(id) FROM strata.facilities), 'old', 'f' || g FROM generate_series(1, $1::int) g`, [Number(values['old-series'])]);
   await db.query(
     `INSERT INTO strata.metrics (time, facility_id, series_id, value)
      SELECT t, s.facility_id, s.id, round((20 + 5 * sin(extract(epoch FROM t) / 3600 + s.id))::numeric, 2)
-       FROM generate_series(date_trunc('day', now()) - make_interval(days => 31 + $1::int), date_trunc('day', now()) - interval '31 days' - interval '10 seconds', interval '10 seconds') t,
+       FROM generate_series(date_trunc('day', now()) - make_interval(days => $2::int + $1::int), date_trunc('day', now()) - make_interval(days => $2::int) - interval '10 seconds', interval '10 seconds') t,
             strata.series s WHERE s.measurement = 'old'`,
-    [Number(values['old-days'])],
+    [Number(values['old-days']), endsDaysAgo],
   );
   const versions = await scratch.versions();
   const gw = await startGatewayProcess({ STRATA_DATABASE_URL: bouncer.url(scratch.name), STRATA_REGION: 'bench', STRATA_SPOOL_DIR: join(work, 'spool'), STRATA_SERIES_LIMIT: '1000000' });
@@ -101,7 +105,7 @@ try {
   const s = summary!;
   const table = [
     `Load: ${F} facilities, 1,000-line gzip requests (10,000 metrics), open loop at ${Number(values.rate).toLocaleString('en-US')} metrics/s for ${seconds} s through PgBouncer; the tier run starts after ${tierAfter} s on a direct connection.`,
-    `Tiered: ${s.chunksDone} chunks of ${values['old-series']} series × ${values['old-days']} days (${s.stepsDone} steps, ${s.stepsFailed} failed), ${(s.bytesBefore / 2 ** 20).toFixed(0)} MiB → ${(s.bytesAfter / 2 ** 20).toFixed(1)} MiB, in ${((tierEnd - tierStart) / 1000).toFixed(1)} s.`,
+    `Tiered: ${s.chunksDone} chunks of ${values['old-series']} series × ${values['old-days']} days to ${values.cold ? 'cold, then ' + s.mergesDone + ' merges (each recompressed)' : 'warm'} (${s.stepsDone} steps, ${s.stepsFailed} failed), in ${((tierEnd - tierStart) / 1000).toFixed(1)} s.`,
     '',
     '| stretch | ingest batches committed | longest gap between batches (ms) |',
     '| --- | ---: | ---: |',
@@ -110,7 +114,7 @@ try {
     '',
     `Whole run: ${load.committedRows.toLocaleString('en-US')} rows committed, ${load.lostRows} lost; ack p50/p99/p99.9 ${load.ack.p50}/${load.ack.p99}/${load.ack.p999} ms; committed rows/s per 5 s: ${load.intervals.map((x) => x.toLocaleString('en-US')).join(', ')}.`,
   ];
-  console.log(writeTable(values.out!, 'tiering-stall', command, versions, { rate: values.rate, seconds, tierAfter, oldDays: values['old-days'], oldSeries: values['old-series'] }, table, { before, during, summary: s, load }));
+  console.log(writeTable(values.out!, values.cold ? 'tiering-stall-cold' : 'tiering-stall', command, versions, { rate: values.rate, seconds, tierAfter, oldDays: values['old-days'], oldSeries: values['old-series'], cold: values.cold }, table, { before, during, summary: s, load }));
 } finally {
   await bouncer.stop();
   await scratch.drop();
