@@ -13,7 +13,7 @@ import { DEV_REGION, startLocalS3 } from './backup/local-s3.ts';
 import { listenAddress } from './config.ts';
 import { startGateway } from './ingest/gateway.ts';
 import { policyFromConfig } from './tiering/policy.ts';
-import { startWorker } from './worker.ts';
+import { startWorker, type Worker } from './worker.ts';
 import type { Logger } from './log.ts';
 import { gatewayOptions, runGateway, untilSignal } from './serve.ts';
 import { formatStatus, readStatus } from './status.ts';
@@ -75,21 +75,23 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
     out(formatStatus(await readStatus(db)));
     const signal = untilSignal(log);
     const s3 = await startLocalS3({ ...config, region }, join(dir, 's3'), listenAddress(config.devS3Listen));
-    let worker;
+    let worker: Worker | undefined;
     try {
-      worker = await startWorker(db, log, { policy: policyFromConfig(config), schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, archive: s3.settings, ...listenAddress(config.workerListen) });
+      const w = await startWorker(db, log, { policy: policyFromConfig(config), schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, archive: s3.settings, ...listenAddress(config.workerListen) });
+      worker = w;
+      const gateway = await startGateway(db, log, { ...gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region), replayIntervalMs: 1_000 });
+      out('');
+      out(`local S3: ${s3.endpoint} (bucket ${s3.settings.bucket}, files in ${join(dir, 's3')})`);
+      out(`worker: tiering then archive on "${config.tierSchedule}" (UTC); metrics: ${w.url}/metrics`);
+      out('');
+      out(devInstructions(gateway.url, token));
+      await runGateway(db, gateway, log, signal, async () => {
+        worker = undefined;
+        await w.stop();
+      });
     } catch (err) {
-      await s3.stop();
+      await worker?.stop().catch(() => {});
       throw err;
-    }
-    const gateway = await startGateway(db, log, { ...gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region), replayIntervalMs: 1_000 });
-    out('');
-    out(`local S3: ${s3.endpoint} (bucket ${s3.settings.bucket}, files in ${join(dir, 's3')})`);
-    out(`worker: tiering then archive on "${config.tierSchedule}" (UTC); metrics: ${worker.url}/metrics`);
-    out('');
-    out(devInstructions(gateway.url, token));
-    try {
-      await runGateway(db, gateway, log, signal, () => worker.stop());
     } finally {
       await s3.stop();
     }

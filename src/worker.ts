@@ -1,7 +1,8 @@
 // `strata worker`: the scheduled jobs. Tiering runs on STRATA_TIER_SCHEDULE (node-cron, no overlap),
 // then the archive when it is configured (STRATA_ARCHIVE_BUCKETS); several replicas are safe because
-// each job takes the hypertable's session lock first and a replica that finds it held does nothing. TimescaleDB's own compression or retention policies on the
-// hypertable would race with the jobs: they are reported at start and before every run.
+// each job takes the hypertable's session lock first and a replica that finds it held does nothing.
+// TimescaleDB's own compression or retention policies on the hypertable would race with the jobs:
+// they are reported at start and before every run.
 // Metrics and health on STRATA_WORKER_LISTEN (/metrics, /health). Above tiering/, never below it.
 import { createServer, type Server } from 'node:http';
 import cron from 'node-cron';

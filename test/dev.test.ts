@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { createServer } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { openPglite } from '../src/db/pglite.ts';
@@ -84,6 +85,24 @@ describe('strata dev', () => {
     second.child.kill('SIGINT');
     expect(await second.exit).toBe('0');
   }, 180_000);
+
+  it('exits with the reason, and leaves nothing running, when its gateway port is taken', async () => {
+    const taken = createServer();
+    const port = await freePort();
+    await new Promise<void>((r) => taken.listen(port, '127.0.0.1', () => r()));
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'strata-dev-taken-'));
+      const dev = startDev({ STRATA_DEV_DIR: dir, STRATA_LISTEN: `127.0.0.1:${port}`, STRATA_LOG_LEVEL: 'warn', STRATA_WORKER_LISTEN: `127.0.0.1:${await freePort()}`, STRATA_DEV_S3_LISTEN: `127.0.0.1:${await freePort()}` });
+      dev.ready.catch(() => {}); // it never gets ready
+      // The worker and the local S3 server were started before the gateway: had they been left open, the process would not exit.
+      const exit = await dev.exit;
+      expect(exit).toMatch(/^code [1-9]\d*, signal null/);
+      expect(exit).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}`));
+      expect(exit).toMatch(/EADDRINUSE|in use/);
+    } finally {
+      taken.close();
+    }
+  }, 60_000);
 
   it('tiers and archives old rows into its local S3 on schedule; the archive commands then list and restore them on one machine', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'strata-dev-archive-'));

@@ -66,7 +66,10 @@ export async function archiveCommand(args: string[], config: Config, log: Logger
     const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean' }, at: { type: 'string' } } });
     const b = await boundaries(db, policy, time('plan', 'at', values.at));
     const p = await archivePlan(db, HYPERTABLE, b.archive);
-    if (values.json) return json(p), 0;
+    if (values.json) {
+      json(p);
+      return 0;
+    }
     const due = p.chunks.filter((c) => c.steps.length > 0);
     out([
       `archive boundary: ${minute(p.boundary)} (chunks whose range ended by then leave the database)`,
@@ -82,7 +85,10 @@ export async function archiveCommand(args: string[], config: Config, log: Logger
     const to = time('list', 'to', values.to);
     const fid = await facilityId(db, values.facility);
     const entries = await listEntries(db, { ...(from ? { from } : {}), ...(to ? { to } : {}), ...(fid !== undefined ? { facilityId: fid } : {}) });
-    if (values.json) return json(entries), 0;
+    if (values.json) {
+      json(entries);
+      return 0;
+    }
     out([
       ...entries.map((e) => `${minute(e.rangeStart)} → ${minute(e.rangeEnd)}  ${e.state}  ${e.storageClass}  ${e.rows ?? '?'} rows  ${e.bytes === null ? '?' : bytes(e.bytes)}  s3://${e.bucket}/${e.key}${e.retainUntil ? `  retained until ${e.retainUntil.toISOString().slice(0, 10)}` : ''}`),
       `${entries.length} archived chunks`,
