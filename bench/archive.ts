@@ -10,7 +10,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { listEntries } from '../src/backup/catalog.ts';
 import { runArchive } from '../src/backup/job.ts';
 import { startLocalS3 } from '../src/backup/local-s3.ts';
@@ -21,29 +20,13 @@ import { readJournal } from '../src/jobs/journal.ts';
 import { silentLogger } from '../src/log.ts';
 import { tierPolicy } from '../src/tiering/policy.ts';
 import { scratchDatabase } from './support/scratch.ts';
-import { sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';
+import { sensorBenchArgs, sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';
 import { writeTable } from './support/table.ts';
 
-const { values } = parseArgs({
-  options: {
-    url: { type: 'string' },
-    facilities: { type: 'string', default: '20' },
-    series: { type: 'string', default: '100' },
-    hours: { type: 'string', default: '4' },
-    'step-seconds': { type: 'string', default: '10' },
-    out: { type: 'string', default: 'bench/results' },
-  },
-});
-if (!values.url) {
-  console.error('usage: npx tsx bench/archive.ts --url <superuser URL of a TimescaleDB server> [--facilities N] [--series N] [--hours N]');
-  process.exit(64);
-}
-const F = Number(values.facilities);
-const S = Number(values.series);
-const hours = Number(values.hours);
-const step = Number(values['step-seconds']);
+const args = sensorBenchArgs('archive', 4);
+const { facilities: F, series: S, hours, step } = args;
 
-const scratch = await scratchDatabase(values.url, 'strata_archivebench', 1);
+const scratch = await scratchDatabase(args.url, 'strata_archivebench', 1);
 const db = scratch.db;
 const dir = mkdtempSync(join(tmpdir(), 'strata-archivebench-'));
 const s3 = await startLocalS3({ ...loadConfig({ env: {} }), region: 'bench', archiveStorageClass: 'STANDARD', archiveWorkDir: dir }, join(dir, 's3'));
@@ -72,10 +55,10 @@ try {
     rowStoreBytesPerRow: +(rowStore.b / rowStore.n).toFixed(1), compressedBytesPerRow: +(compressed / rowStore.n).toFixed(2), bytesPerRow: +(objectBytes / rowStore.n).toFixed(2),
     objectBytes,
   };
-  const srv = new URL(values.url);
+  const srv = new URL(args.url);
   const command = `npx tsx bench/archive.ts --url postgres://${srv.username}@${srv.host}${srv.pathname} --facilities ${F} --series ${S} --hours ${hours} --step-seconds ${step}`;
   console.log(
-    writeTable(values.out, 'archive', command, await scratch.versions(), { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour', storageClass: 'STANDARD', s3: 's3rver on loopback' }, [
+    writeTable(args.out, 'archive', command, await scratch.versions(), { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour', storageClass: 'STANDARD', s3: 's3rver on loopback' }, [
       '| rows | chunks | run (s) | rows/s | export-upload (s) | verify (s) | drop (s) | bytes/row: row store | compressed chunks | archive object (tar.gz) |',
       '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       `| ${results.rows.toLocaleString('en-US')} | ${results.chunks} | ${results.seconds} | ${results.rowsPerSecond.toLocaleString('en-US')} | ${steps['export-upload']?.toFixed(1)} | ${steps.verify?.toFixed(1)} | ${steps.drop?.toFixed(1)} | ${results.rowStoreBytesPerRow} | ${results.compressedBytesPerRow} | ${results.bytesPerRow} |`,

@@ -7,7 +7,6 @@
 //       [--series 100] [--hours 12] [--step-seconds 10] [--runs 20] [--variants 1,2,…]
 //
 // The URL is a superuser connection to a TimescaleDB server; scratch databases are created and dropped.
-import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { migrate } from '../src/db/migrate.ts';
 import type { Db } from '../src/db/port.ts';
@@ -16,7 +15,7 @@ import { runTiering } from '../src/tiering/job.ts';
 import { tierPolicy } from '../src/tiering/policy.ts';
 import { scratchDatabase } from './support/scratch.ts';
 import { benchTablespaces } from './support/tablespaces.ts';
-import { sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';
+import { sensorBenchArgs, sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';
 import { writeTable } from './support/table.ts';
 
 interface Variant {
@@ -49,28 +48,11 @@ const VARIANTS: Variant[] = [
   { id: 12, ...CURRENT, tiering: true, note: 'strata tier run to cold: move, compress, merge per day, recompress with the largest batch' },
 ];
 
-const { values } = parseArgs({
-  options: {
-    url: { type: 'string' },
-    facilities: { type: 'string', default: '20' },
-    series: { type: 'string', default: '100' },
-    hours: { type: 'string', default: '12' },
-    'step-seconds': { type: 'string', default: '10' },
-    runs: { type: 'string', default: '20' },
-    variants: { type: 'string', default: VARIANTS.map((v) => v.id).join(',') },
-    out: { type: 'string', default: 'bench/results' },
-  },
-});
-if (!values.url) {
-  console.error('usage: npx tsx bench/compression.ts --url <superuser URL of a TimescaleDB server> [--facilities N] [--series N] [--hours N] [--runs N] [--variants 1,2,…]');
-  process.exit(64);
-}
-const F = Number(values.facilities);
-const S = Number(values.series);
-const hours = Number(values.hours);
-const step = Number(values['step-seconds']);
-const runs = Number(values.runs);
-const chosen = values.variants.split(',').map((x) => VARIANTS.find((v) => v.id === Number(x)) ?? (console.error(`no variant ${x}`), process.exit(64)));
+const args = sensorBenchArgs('compression', 12, { runs: '20', variants: VARIANTS.map((v) => v.id).join(',') });
+const { facilities: F, series: S, hours, step } = args;
+const runs = Number(args.extra.runs);
+const variants = args.extra.variants!;
+const chosen = variants.split(',').map((x) => VARIANTS.find((v) => v.id === Number(x)) ?? (console.error(`no variant ${x}`), process.exit(64)));
 const rowsSql = (every: number, offset: number) => sensorRowsSql({ hours, step, every, offset });
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -116,7 +98,7 @@ const results: Record<string, unknown>[] = [];
 let versions: Record<string, string> = {};
 for (const v of chosen) {
   const t0 = performance.now();
-  const scratch = await scratchDatabase(values.url, `strata_compressbench_${v.id}`, 1);
+  const scratch = await scratchDatabase(args.url, `strata_compressbench_${v.id}`, 1);
   const db = scratch.db;
   let spaces: Awaited<ReturnType<typeof benchTablespaces>> | null = null;
   try {
@@ -132,7 +114,7 @@ for (const v of chosen) {
     // The loaded chunks' size (heap, indexes, toast), the "before" of the tiering variant.
     const loaded = await one<{ b: number }>(db, `SELECT sum(pg_total_relation_size(c))::float8 AS b FROM (${CHUNKS}) x(c)`);
     if (v.tiering) {
-      spaces = await benchTablespaces(db, values.url!, 'strata_compressbench');
+      spaces = await benchTablespaces(db, args.url, 'strata_compressbench');
       const run = await runTiering(db, silentLogger, { policy: tierPolicy({ warmTablespace: spaces.warm, coldTablespace: spaces.cold }), at: new Date(Date.UTC(2027, 5, 8)) });
       if (run.failures.length) throw new Error(`tier run failed: ${JSON.stringify(run.failures)}`);
     } else await compressAll(db, v);
@@ -191,13 +173,13 @@ for (const v of chosen) {
   }
 }
 
-const srv = new URL(values.url);
-const command = `npx tsx bench/compression.ts --url postgres://${srv.username}@${srv.host}${srv.pathname} --facilities ${F} --series ${S} --hours ${hours} --step-seconds ${step} --runs ${runs} --variants ${values.variants}`;
+const srv = new URL(args.url);
+const command = `npx tsx bench/compression.ts --url postgres://${srv.username}@${srv.host}${srv.pathname} --facilities ${F} --series ${S} --hours ${hours} --step-seconds ${step} --runs ${runs} --variants ${variants}`;
 const mib = (b: unknown) => (typeof b === 'number' ? `${(b / 2 ** 20).toFixed(1)} MiB` : '–');
 const before = (r: Record<string, unknown>) => r.bytesBefore as number;
 const current = results.find((r) => r.variant === 1 && typeof r.ratio === 'number')?.ratio as number | undefined;
 console.log(
-  writeTable(values.out, 'compression', command, versions, { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour', readRuns: runs }, [
+  writeTable(args.out, 'compression', command, versions, { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour', readRuns: runs }, [
     '| # | variant | segmentby | orderby | bytes before | bytes after | ratio | vs. current | ≥ 10:1 warm / ≥ 15:1 cold | whole hypertable on disk | per-series 1 h read, median ms |',
     '| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |',
     ...results.map((r) => {

@@ -6,32 +6,15 @@
 //       [--series 100] [--hours 12] [--step-seconds 10]
 //
 // The URL is a superuser connection to a TimescaleDB server; a scratch database is created and dropped.
-import { parseArgs } from 'node:util';
 import { migrate } from '../src/db/migrate.ts';
 import { scratchDatabase } from './support/scratch.ts';
-import { sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';
+import { sensorBenchArgs, sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';
 import { writeTable } from './support/table.ts';
 
-const { values } = parseArgs({
-  options: {
-    url: { type: 'string' },
-    facilities: { type: 'string', default: '20' },
-    series: { type: 'string', default: '100' },
-    hours: { type: 'string', default: '12' },
-    'step-seconds': { type: 'string', default: '10' },
-    out: { type: 'string', default: 'bench/results' },
-  },
-});
-if (!values.url) {
-  console.error('usage: npx tsx bench/storage.ts --url <superuser URL of a TimescaleDB server> [--facilities N] [--series N] [--hours N]');
-  process.exit(64);
-}
-const F = Number(values.facilities);
-const S = Number(values.series);
-const hours = Number(values.hours);
-const step = Number(values['step-seconds']);
+const args = sensorBenchArgs('storage', 12);
+const { facilities: F, series: S, hours, step } = args;
 
-const scratch = await scratchDatabase(values.url, 'strata_storagebench', 1);
+const scratch = await scratchDatabase(args.url, 'strata_storagebench', 1);
 const db = scratch.db;
 try {
   await migrate(db, { chunkInterval: '1 hour' });
@@ -54,10 +37,10 @@ try {
     compressionRatio: +(stats.b / stats.a).toFixed(1),
     walBytesPerRow: +(wal / rows).toFixed(1),
   };
-  const srv = new URL(values.url);
+  const srv = new URL(args.url);
   const command = `npx tsx bench/storage.ts --url postgres://${srv.username}@${srv.host}/… --facilities ${F} --series ${S} --hours ${hours} --step-seconds ${step}`;
   console.log(
-    writeTable(values.out, 'storage', command, versions, { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour' }, [
+    writeTable(args.out, 'storage', command, versions, { facilities: F, seriesPerFacility: S, hours, stepSeconds: step, chunkInterval: '1 hour' }, [
       '| rows | bytes/row on disk (table + indexes) | table | indexes | compression ratio | WAL bytes/row |',
       '| ---: | ---: | ---: | ---: | ---: | ---: |',
       `| ${rows.toLocaleString()} | ${result.bytesPerRow} | ${result.tableBytesPerRow} | ${result.indexBytesPerRow} | ${result.compressionRatio}:1 | ${result.walBytesPerRow} |`,

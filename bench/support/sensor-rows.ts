@@ -1,7 +1,44 @@
 // The storage benchmarks' sensor data: F facilities × S series, one sample per series every `step`
 // seconds for `hours` hours from 2026-11-20 00:00 UTC; a third of the series slowly varying floats
 // (2 decimals), a third counters, a third booleans. Facilities are inserted directly (no reader roles).
+import { parseArgs } from 'node:util';
 import type { Db } from '../../src/db/port.ts';
+
+/**
+ * The command line of a benchmark on the sensor rows: --url (a superuser URL of a TimescaleDB
+ * server, required), --facilities, --series, --hours, --step-seconds, --out, plus the benchmark's own
+ * string options (`extra`, name → default). Exits 64 with the usage when --url is missing.
+ */
+export function sensorBenchArgs(name: string, defaultHours: number, extra: Record<string, string> = {}) {
+  const own = Object.fromEntries(Object.entries(extra).map(([k, d]) => [k, { type: 'string' as const, default: d }]));
+  const { values } = parseArgs({
+    options: {
+      url: { type: 'string' },
+      facilities: { type: 'string', default: '20' },
+      series: { type: 'string', default: '100' },
+      hours: { type: 'string', default: String(defaultHours) },
+      'step-seconds': { type: 'string', default: '10' },
+      out: { type: 'string', default: 'bench/results' },
+      ...own,
+    },
+  });
+  if (!values.url) {
+    const more = Object.keys(extra).map((k) => ` [--${k} …]`).join('');
+    console.error(`usage: npx tsx bench/${name}.ts --url <superuser URL of a TimescaleDB server> [--facilities N] [--series N] [--hours N] [--step-seconds N]${more}`);
+    process.exit(64);
+  }
+  const v = values as Record<string, string>;
+  return {
+    url: v.url!,
+    facilities: Number(v.facilities),
+    series: Number(v.series),
+    hours: Number(v.hours),
+    step: Number(v['step-seconds']),
+    out: v.out!,
+    /** The benchmark's own options, as given or defaulted. */
+    extra: Object.fromEntries(Object.keys(extra).map((k) => [k, v[k]!])),
+  };
+}
 
 export const SENSOR_START = `timestamptz '2026-11-20 00:00'`;
 
