@@ -53,6 +53,25 @@ describe('line protocol: accepted lines', () => {
     ]);
   });
 
+  it('keeps a newline inside a quoted string in the string: no point the client never sent', () => {
+    const r = parseLineProtocol('m s="x\nphantom v=1\n",v=2 5\nm v=3 6\n');
+    expect(r.errors).toEqual([]);
+    expect(r.points.map((p) => [p.line, p.fields, p.timeNs])).toEqual([
+      [1, [{ key: 'v', value: 2 }], 5n],
+      [4, [{ key: 'v', value: 3 }], 6n],
+    ]);
+    expect(r.fieldErrors).toEqual([{ line: 1, reason: 'field "s": string values are not accepted (only numbers and booleans)' }]);
+  });
+
+  it('opens a string only at a field value: quotes in names and comments are plain characters', () => {
+    const r = parseLineProtocol('m"a,t="b" v=1\n# "note\nm v=1"x\nm v=2\n');
+    expect(r.points.map((p) => [p.line, p.measurement, p.tags])).toEqual([
+      [1, 'm"a', [['t', '"b"']]],
+      [4, 'm', []],
+    ]);
+    expect(r.errors).toEqual([{ line: 3, reason: 'field "v": invalid field value "1\\"x"' }]);
+  });
+
   it('ends a line at every newline, so an unterminated string cannot swallow the next line', () => {
     const r = parseLineProtocol('m s="two\nm v=2 6');
     expect(r.errors).toEqual([{ line: 1, reason: 'field "s": unterminated string' }]);
@@ -78,6 +97,15 @@ const bad: [string, string, string][] = [
   ['invalid timestamp', 'm v=1 12x', 'invalid timestamp "12x"'],
   ['text after the timestamp', 'm v=1 1 extra', 'unexpected text after the timestamp: "extra"'],
   ['timestamp out of range', 'm v=1 9999999999999', 'timestamp 9999999999999 (precision s) is out of range (years 1677–2262)'],
+  ['a tag key given twice', 'cpu,b=2,c=3,b=1 value=1i', 'duplicate tag "b"'],
+  ['time as a tag key', 'm,time=1 v=1', '"time" cannot be a tag key'],
+  ['time as a field key', 'm time=1,v=1', '"time" cannot be a field key'],
+  ['a field given twice with two types', 'm v=1,v=2i', 'field "v" is given twice, as float and as integer'],
+  ['a field given as string and number', 'm v="x",v=true', 'field "v" is given twice, as string and as boolean'],
+  ['NUL in the measurement', 'm\u0000x v=1', 'measurement "m\\u0000x" holds a NUL byte, which cannot be stored'],
+  ['NUL in a tag key', 'm,t\u0000=a v=1', 'tag key "t\\u0000" holds a NUL byte, which cannot be stored'],
+  ['NUL in a tag value', 'm,t=a\u0000b v=1', 'the value of tag "t" holds a NUL byte, which cannot be stored'],
+  ['NUL in a field key', 'm v\u0000=1', 'field key "v\\u0000" holds a NUL byte, which cannot be stored'],
 ];
 
 describe('line protocol: rejected lines', () => {
@@ -115,35 +143,7 @@ describe('line length limit', () => {
   it('rejects an over-long line by number and parses its neighbours', async () => {
     const { parseLineProtocol } = await import('../src/ingest/lineprotocol.ts');
     const r = parseLineProtocol(`a v=1\nb v=${'1'.repeat(100)}\nc v=3\n`, 'ns', 50);
-    expect(r.errors).toEqual([{ line: 2, reason: 'line is 104 characters long; the limit is 50' }]);
+    expect(r.errors).toEqual([{ line: 2, reason: 'line is 104 bytes long; the limit is 50' }]);
     expect(r.points.map((p) => p.measurement)).toEqual(['a', 'c']);
-  });
-});
-
-describe('fast path', () => {
-  it('agrees with the full parser on every line, valid or not (random lines from a hostile alphabet)', async () => {
-    const { parseLineProtocol } = await import('../src/ingest/lineprotocol.ts');
-    const alphabet = ['a', 'b', 'x', '=', '=', ',', ',', ' ', ' ', '1', '2', '.', 'e', '-', 'i', 'u', 't', 'T', '\\', '"', '#', '9', '0'];
-    let seed = 42;
-    const random = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
-    const lines: string[] = [];
-    for (let n = 0; n < 20_000; n++) {
-      // Most start from a valid line and get up to three edits; the rest are random.
-      let l = random() < 0.7 ? `m,t=a,u=b v=1,w=2i,x=t ${Math.floor(random() * 1e9)}` : '';
-      const edits = Math.floor(random() * 4);
-      for (let k = 0; k < edits; k++) {
-        const at = Math.floor(random() * (l.length + 1));
-        const ch = alphabet[Math.floor(random() * alphabet.length)]!;
-        l = random() < 0.7 ? l.slice(0, at) + ch + l.slice(at) : l.slice(0, at) + l.slice(at + 1);
-      }
-      lines.push(l);
-    }
-    const body = lines.join('\n');
-    for (const precision of ['ns', 's'] as const) {
-      const fast = parseLineProtocol(body, precision, 1 << 20, true);
-      const full = parseLineProtocol(body, precision, 1 << 20, false);
-      expect(fast).toEqual(full);
-      expect(fast.points.length).toBeGreaterThan(2_000); // the comparison covers accepted lines too
-    }
   });
 });

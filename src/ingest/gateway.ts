@@ -8,11 +8,12 @@ import type { Db } from '../db/port.ts';
 import { StrataError, errorText } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { FacilityDirectory } from './auth.ts';
+import type { Batch } from './batcher.ts';
 import { classify } from './classify.ts';
 import { Ingestor } from './ingestor.ts';
 import { createIngestMetrics, type IngestMetrics } from './metrics.ts';
 import { Replayer } from './replayer.ts';
-import { SeriesCatalog } from './series.ts';
+import { DEFAULT_MAX_SERIES_KEY_BYTES, SeriesCatalog } from './series.ts';
 import { createReceiver } from './server.ts';
 import { Spool } from './spool.ts';
 import { Writer } from './writer.ts';
@@ -28,6 +29,10 @@ export interface GatewayOptions {
   batchRows: number;
   batchAgeMs: number;
   seriesLimit: number;
+  /** Bytes of a series key (series.ts seriesKeyBytes); default 2048, under the series index's row limit. */
+  maxSeriesKeyBytes?: number;
+  /** Lines longer than this many bytes are rejected; default 1 MiB. */
+  maxLineBytes?: number;
   ledgerRetention: string;
   /** Attempts per batch before it is spooled; default 3. */
   maxAttempts?: number;
@@ -38,6 +43,19 @@ export interface GatewayOptions {
   /** How often old ledger rows are pruned; default 10 minutes. */
   ledgerPruneEveryMs?: number;
   defaultMetrics?: boolean;
+  /**
+   * BENCHMARK ONLY (`npm run bench -- --gateway-only`; `strata serve` sets it from STRATA_BENCH_DISCARD):
+   * batches are acknowledged as committed and their encoded rows thrown away instead of COPYed, so
+   * a run measures parse + encode without the database write. Never in production: acked rows are lost.
+   */
+  discardRows?: boolean;
+}
+
+/** The writer of a `discardRows` gateway: settles every part as committed and writes nothing. */
+class DiscardingWriter extends Writer {
+  override async write(batch: Batch): Promise<void> {
+    for (const p of batch.parts) p.done({ ok: true, via: 'db' });
+  }
 }
 
 export interface Gateway {
@@ -76,8 +94,9 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
     // the database answers; until then writes get 503 and /ready says why.
     log.warn('database unreachable at start; facilities will load when it answers', { error: err });
   }
-  const series = new SeriesCatalog(db, o.seriesLimit, log);
-  const writer = new Writer(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 3, attemptTimeoutMs: o.attemptTimeoutMs ?? 1_500, concurrency: o.writers ?? 4 }, (id) => directory.codeOf(id));
+  const series = new SeriesCatalog(db, { series: o.seriesLimit, keyBytes: o.maxSeriesKeyBytes ?? DEFAULT_MAX_SERIES_KEY_BYTES }, log);
+  if (o.discardRows) log.warn('discardRows (STRATA_BENCH_DISCARD) is set: rows are acknowledged and DISCARDED, not written; benchmarks only');
+  const writer = new (o.discardRows ? DiscardingWriter : Writer)(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 3, attemptTimeoutMs: o.attemptTimeoutMs ?? 1_500, concurrency: o.writers ?? 4 }, (id) => directory.codeOf(id));
   const ingestor = new Ingestor(series, writer, spool, metrics, log, o);
   const replayer = new Replayer(db, spool, writer, metrics, log, {
     intervalMs: o.replayIntervalMs ?? 1_000,

@@ -5,9 +5,10 @@ import type { Logger } from '../log.ts';
 import { Batcher, type PartOutcome } from './batcher.ts';
 import { classify } from './classify.ts';
 import { TUPLE_BYTES, encodeTuples, type MetricRow } from './copy-encode.ts';
-import type { LineError, ParseResult } from './lineprotocol.ts';
+import { LineEncoder } from './line-encoder.ts';
+import { MAX_LINE_BYTES, type LineError, type ParseResult, type Precision } from './lineprotocol.ts';
 import type { IngestMetrics } from './metrics.ts';
-import { pointKey, type SeriesCatalog, type SeriesKey } from './series.ts';
+import type { Resolved, SeriesCatalog, SeriesKey } from './series.ts';
 import type { Spool } from './spool.ts';
 import type { Facility } from './types.ts';
 import type { Writer } from './writer.ts';
@@ -16,7 +17,8 @@ export interface IngestorOptions {
   batchRows: number;
   batchAgeMs: number;
   maxQueueBytes: number;
-  seriesLimit: number;
+  /** Lines longer than this many bytes are rejected (default 1 MiB). */
+  maxLineBytes?: number;
   /** Flushes of one facility in flight at once (default 2: a request larger than a batch is written by two writers). */
   flushesPerFacility?: number;
 }
@@ -43,11 +45,14 @@ export interface Pressure {
   message: string;
 }
 
+const EMPTY = Buffer.alloc(0);
 const floorDiv = (a: bigint, b: bigint) => (a >= 0n ? a / b : -((-a + b - 1n) / b));
 
 export class Ingestor {
   queuedBytes = 0;
   private batchers = new Map<number, Batcher>();
+  /** One encoder (and its slab) for the gateway: encoding is synchronous, so requests never share it at once. */
+  private readonly encoder = new LineEncoder();
 
   constructor(
     private readonly series: SeriesCatalog,
@@ -77,24 +82,31 @@ export class Ingestor {
   }
 
   /**
-   * Series ids and the one binary encoding of a request's rows. What it returns holds no parsed
-   * points, so a caller that drops its own reference to them frees them before waiting in the queue.
+   * A line-protocol body: the fast path encodes the lines whose series are cached, the rest are
+   * parsed in full and their series resolved. The result holds no parsed points, so the body and
+   * everything parsed from it are garbage once this returns.
    */
-  async prepare(facility: Facility, parsed: ParseResult, receiveNs: bigint): Promise<Prepared | AcceptResult> {
+  async prepareLines(facility: Facility, body: Buffer, precision: Precision, receiveUs: number): Promise<Prepared | AcceptResult> {
+    const encoded = this.encoder.encode(body, precision, facility.id, this.series.index(facility.id), receiveUs, this.opts.maxLineBytes ?? MAX_LINE_BYTES, this.series.aliasRoom(facility.id));
+    return this.prepare(facility, encoded, encoded.tuples, encoded.rows, receiveUs);
+  }
+
+  /** Parsed points (the JSON endpoint): series ids, then one binary encoding. */
+  preparePoints(facility: Facility, parsed: ParseResult, receiveUs: number): Promise<Prepared | AcceptResult> {
+    return this.prepare(facility, parsed, EMPTY, 0, receiveUs);
+  }
+
+  private async prepare(facility: Facility, parsed: ParseResult, fast: Buffer, fastRows: number, receiveUs: number): Promise<Prepared | AcceptResult> {
     const rejected = [...parsed.errors, ...parsed.fieldErrors];
-    const strings: string[] = [];
-    for (const p of parsed.points) {
-      const prefix = pointKey(p.measurement, p.tags);
-      for (const f of p.fields) strings.push(prefix + f.key);
-    }
-    let ids: (number | null)[] | null = this.series.cached(facility.id, strings);
-    if (!ids) {
+    const rows: MetricRow[] = [];
+    let overLimit = 0;
+    let refusedLines = 0;
+    if (parsed.points.length > 0) {
       const keys: SeriesKey[] = [];
       for (const p of parsed.points) for (const f of p.fields) keys.push({ measurement: p.measurement, field: f.key, tags: p.tags });
+      let resolved: Resolved;
       try {
-        const r = await this.series.resolve(facility.id, keys);
-        ids = r.ids;
-        if (r.created) this.metrics.seriesCreated.inc(r.created);
+        resolved = await this.series.resolve(facility.id, facility.code, keys);
       } catch (err) {
         this.metrics.errors.inc({ stage: 'series' });
         const retry = classify(err) === 'retry';
@@ -103,36 +115,42 @@ export class Ingestor {
           ? { status: 503, written: 0, rejected: [], retryAfter: 5, message: `the database is unreachable and this request names series the gateway has not cached yet; retry later (${errorText(err)})` }
           : { status: 500, written: 0, rejected: [], message: `series catalog error: ${errorText(err)}` };
       }
-    }
-    const rows: MetricRow[] = [];
-    let k = 0;
-    let overLimit = 0;
-    for (const p of parsed.points) {
-      const timeUs = floorDiv(p.timeNs ?? receiveNs, 1000n);
-      let refused: string | null = null;
-      for (const f of p.fields) {
-        const id = ids[k++];
-        if (id === null || id === undefined) {
-          refused ??= f.key;
-          continue;
+      if (resolved.created) this.metrics.seriesCreated.inc(resolved.created);
+      const receive = BigInt(receiveUs);
+      let k = 0;
+      for (const p of parsed.points) {
+        const timeUs = p.timeNs === null ? receive : floorDiv(p.timeNs, 1000n);
+        let reason: string | null = null;
+        let limited = false;
+        for (const f of p.fields) {
+          const id = resolved.ids[k];
+          if (id === null || id === undefined) {
+            reason ??= resolved.reasons[k] ?? 'series could not be created';
+            limited ||= resolved.limited[k] === true;
+          }
+          else rows.push({ timeUs, facilityId: facility.id, seriesId: id, value: f.value });
+          k++;
         }
-        rows.push({ timeUs, facilityId: facility.id, seriesId: id, value: f.value });
-      }
-      if (refused !== null) {
-        overLimit++;
-        rejected.push({ line: p.line, reason: `series limit of ${this.opts.seriesLimit} reached for facility ${facility.code}: new series ${p.measurement}.${refused} not created` });
+        if (reason !== null) {
+          if (limited) overLimit++;
+          else refusedLines++;
+          rejected.push({ line: p.line, reason });
+        }
       }
     }
     rejected.sort((a, b) => a.line - b.line);
-    this.metrics.rowsReceived.inc({ facility: facility.code }, rows.length);
+    const rowCount = fastRows + rows.length;
+    this.metrics.rowsReceived.inc({ facility: facility.code }, rowCount);
     if (parsed.errors.length) this.metrics.rowsRejected.inc({ reason: 'bad_line' }, parsed.errors.length);
     if (parsed.fieldErrors.length) this.metrics.rowsRejected.inc({ reason: 'bad_field' }, parsed.fieldErrors.length);
     if (overLimit) this.metrics.rowsRejected.inc({ reason: 'series_limit' }, overLimit);
-    if (rows.length === 0) return { status: rejected.length ? 400 : 204, written: 0, rejected };
+    if (refusedLines) this.metrics.rowsRejected.inc({ reason: 'series_refused' }, refusedLines);
+    if (rowCount === 0) return { status: rejected.length ? 400 : 204, written: 0, rejected };
 
-    const pressure = this.pressure(rows.length * TUPLE_BYTES);
+    const pressure = this.pressure(rowCount * TUPLE_BYTES);
     if (pressure) return { status: pressure.status, written: 0, rejected: [], message: pressure.message, retryAfter: pressure.retryAfter };
-    return { encoded: encodeTuples(rows), rowCount: rows.length, rejected };
+    const encoded = rows.length === 0 ? fast : fastRows === 0 ? encodeTuples(rows) : Buffer.concat([fast, encodeTuples(rows)]);
+    return { encoded, rowCount, rejected };
   }
 
   /** Queues prepared rows in the facility's batcher; resolves once they are durable (or refused). */

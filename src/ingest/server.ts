@@ -6,14 +6,13 @@ import type { Logger } from '../log.ts';
 import type { FacilityDirectory } from './auth.ts';
 import { requestToken } from './auth.ts';
 import { readBody } from './body.ts';
-import type { Ingestor } from './ingestor.ts';
+import type { AcceptResult, Ingestor, Prepared } from './ingestor.ts';
 import { parseJsonMetrics } from './json.ts';
-import { parseLineProtocol, type ParseResult, type Precision } from './lineprotocol.ts';
+import type { Precision } from './lineprotocol.ts';
 import type { IngestMetrics } from './metrics.ts';
 
 export interface ReceiverOptions {
   maxBodyBytes: number;
-  maxLineChars?: number;
   /** Readiness: database reachable and spool below its limit; a reason when not. */
   notReady(): Promise<string | null>;
 }
@@ -71,21 +70,31 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
       held += n;
       return true;
     };
-    // Only `parsed` refers to the parsed points, so clearing it frees them while the rows wait.
-    let parsed: Awaited<ReturnType<typeof readAndParse>> | null;
+    let body: Awaited<ReturnType<typeof readBody>>;
     try {
-      parsed = await readAndParse(req, endpoint, precision, take);
+      body = await readBody(req, opts.maxBodyBytes, take);
     } finally {
       receivingBytes -= held;
     }
-    if ('status' in parsed) {
-      metrics.errors.inc({ stage: parsed.status === 400 ? 'parse' : 'receive' });
-      const headers: Record<string, string> = parsed.status === 413 ? { Connection: 'close' } : parsed.status === 429 ? { 'Retry-After': '1', Connection: 'close' } : {};
-      return fail(res, parsed.status, parsed.message, {}, headers);
+    if (!body.ok) {
+      metrics.errors.inc({ stage: 'receive' });
+      const headers: Record<string, string> = body.status === 413 ? { Connection: 'close' } : body.status === 429 ? { 'Retry-After': '1', Connection: 'close' } : {};
+      return fail(res, body.status, body.message, {}, headers);
     }
-    const nowNs = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n;
-    const prepared = await ingestor.prepare(auth.facility, parsed, nowNs);
-    parsed = null; // the parsed points are garbage from here on, while the encoded rows wait
+    metrics.bytesReceived.inc(body.rawBytes);
+    const receiveUs = Math.round((performance.timeOrigin + performance.now()) * 1000);
+    // What prepare returns holds neither the body nor parsed points, so both are garbage while the rows wait.
+    let prepared: Prepared | AcceptResult;
+    if (endpoint === 'json') {
+      const parsed = parseJsonMetrics(body.body);
+      if ('error' in parsed) {
+        metrics.errors.inc({ stage: 'parse' });
+        return fail(res, 400, parsed.error);
+      }
+      prepared = await ingestor.preparePoints(auth.facility, parsed, receiveUs);
+    } else {
+      prepared = await ingestor.prepareLines(auth.facility, body.body, precision, receiveUs);
+    }
     const r = 'encoded' in prepared ? await ingestor.enqueue(auth.facility, prepared) : prepared;
     if (r.status === 204) return send(res, 204);
     const what = endpoint === 'json' ? 'index' : 'line';
@@ -96,15 +105,6 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
       return fail(res, 400, message, { written: r.written, rejectedCount: r.rejected.length, rejected: listed });
     }
     return fail(res, r.status, r.message ?? 'request failed', { written: r.written, rejectedCount: r.rejected.length, rejected: listed }, r.retryAfter ? { 'Retry-After': String(r.retryAfter) } : {});
-  }
-
-  /** The body, read and parsed; the raw bytes are released when this returns. */
-  async function readAndParse(req: IncomingMessage, endpoint: Endpoint, precision: Precision, take: (n: number) => boolean): Promise<ParseResult | { status: 400 | 413 | 415 | 429; message: string }> {
-    const body = await readBody(req, opts.maxBodyBytes, take);
-    if (!body.ok) return { status: body.status, message: body.message };
-    metrics.bytesReceived.inc(body.rawBytes);
-    const parsed = endpoint === 'json' ? parseJsonMetrics(body.body) : parseLineProtocol(body.body, precision, opts.maxLineChars);
-    return 'error' in parsed ? { status: 400, message: parsed.error } : parsed;
   }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<string> {

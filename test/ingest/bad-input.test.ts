@@ -1,5 +1,6 @@
 // Bad input gets its documented status and a message naming what was wrong and where; the rest of
 // the request's data is written intact and nothing else is disturbed.
+import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb } from '../../src/db/open.ts';
@@ -86,7 +87,7 @@ describe('bad input', () => {
     const big = `huge v=1,pad=${'9'.repeat(10 * 1024 * 1024)}`;
     const r = await write(`long v=1 1700000000\n${big}\nlong v=2 1700000001\n`);
     expect(r.status).toBe(400);
-    expect(r.body.rejected).toEqual([{ line: 2, reason: `line is ${big.length} characters long; the limit is 1048576` }]);
+    expect(r.body.rejected).toEqual([{ line: 2, reason: `line is ${big.length} bytes long; the limit is 1048576` }]);
     expect(await rows('long')).toBe(2);
     expect(await rows('huge')).toBe(0);
   });
@@ -138,5 +139,74 @@ describe('bad input', () => {
     expect(rejected[0]!.reason).toBe('series limit of 20 reached for facility plant: new series card.v not created');
     expect((await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.series WHERE facility_id = $1', [fac.id])).rows[0]!.n).toBe(20);
     expect((await write('card,sensor=s0 v=100 1700000100')).status).toBe(204);
+  });
+});
+
+describe('lines the series catalog cannot store cost only themselves', () => {
+  let open: Gateway;
+  let tight: Gateway;
+  let plant: { id: number; token: string };
+  /** Incompressible printable text (the index compresses a repetitive value below its row limit). */
+  const random = (n: number) => randomBytes(n).toString('base64').slice(0, n).replace(/[+/=]/g, 'x');
+  let standard: Gateway;
+
+  beforeAll(async () => {
+    plant = await facility(admin, 'keys');
+    // No key limit to speak of, so the database itself refuses what validation would have caught.
+    open = await gateway(db, { maxSeriesKeyBytes: 1 << 20 });
+    tight = await gateway(db, { maxSeriesKeyBytes: 100 });
+    standard = await gateway(db);
+  });
+
+  afterAll(async () => {
+    await open?.stop();
+    await tight?.stop();
+    await standard?.stop();
+  });
+
+  const send = (g: Gateway, body: string, path = '/api/v2/write?precision=s') => post(g.url, path, body, { Authorization: `Token ${plant.token}` });
+
+  it('rejects a line with a NUL byte in any name with 400 and its reason; the request’s good lines are written', async () => {
+    const body = ['nul v=1 1700000000', 'nul,t=a\u0000b v=2 1700000001', 'nul\u0000x v=3 1700000002', 'nul,t\u0000=a v=4 1700000003', 'nul v\u0000=5 1700000004', 'nul v=6 1700000005'].join('\n');
+    const r = await send(standard, body);
+    expect(r.status).toBe(400);
+    expect(r.body.written).toBe(2);
+    expect((r.body.rejected as { line: number }[]).map((e) => e.line)).toEqual([2, 3, 4, 5]);
+    expect((r.body.rejected as { reason: string }[])[0]!.reason).toBe('the value of tag "t" holds a NUL byte, which cannot be stored');
+    expect(await rows('nul')).toBe(2);
+  });
+
+  it('rejects a line whose series key is over the limit, naming the limit, and writes the rest', async () => {
+    const r = await send(tight, `short v=1 1700000000\nshort,t=${'a'.repeat(200)} v=2 1700000001\nshort v=3 1700000002\n`);
+    expect(r.status).toBe(400);
+    expect(r.body.written).toBe(2);
+    expect(r.body.rejected).toEqual([{ line: 2, reason: 'series key of 215 bytes (short.v) exceeds the limit of 100 bytes' }]);
+  });
+
+  it('rejects a 3,000-byte random tag value with the default limit before the database sees it', async () => {
+    const r = await send(standard, `wide v=1 1700000000\nwide,t=${random(3000)} v=2 1700000001\n`);
+    expect(r.status).toBe(400);
+    expect(r.body.rejected).toEqual([{ line: 2, reason: 'series key of 3014 bytes (wide.v) exceeds the limit of 2048 bytes' }]);
+    expect(await rows('wide')).toBe(1);
+  });
+
+  it('finds the lines the database refuses (index row too large) by bisecting, and writes every other new series', async () => {
+    const lines = Array.from({ length: 40 }, (_, i) => (i === 7 || i === 30 ? `bisect,t=${random(3000 + i)} v=${i} 1700000000` : `bisect,n=${i} v=${i} 1700000000`));
+    const r = await send(open, lines.join('\n'));
+    expect(r.status).toBe(400);
+    expect(r.body.written).toBe(38);
+    const rejected = r.body.rejected as { line: number; reason: string }[];
+    expect(rejected.map((e) => e.line)).toEqual([8, 31]);
+    expect(rejected[0]!.reason).toMatch(/^the database refused series bisect\.v: index row (size \d+ exceeds|requires \d+ bytes)/);
+    expect(await rows('bisect')).toBe(38);
+  });
+
+  it('answers the JSON endpoint the same way when jsonb refuses a NUL in a tag', async () => {
+    const metrics = [{ name: 'jnul', tags: { t: 'ok' }, fields: { v: 1 } }, { name: 'jnul', tags: { t: 'a\u0000b' }, fields: { v: 2 } }, { name: 'jnul', tags: { t: 'fine' }, fields: { v: 3 } }];
+    const r = await post(open.url, '/v1/metrics', JSON.stringify({ metrics }), { Authorization: `Token ${plant.token}` });
+    expect(r.status).toBe(400);
+    expect(r.body.written).toBe(2);
+    expect(r.body.rejected).toEqual([{ index: 1, reason: expect.stringMatching(/^the database refused series jnul\.v: unsupported Unicode escape sequence/) }]);
+    expect(await rows('jnul')).toBe(2);
   });
 });
