@@ -6,7 +6,12 @@
 //       [--facilities 50] [--series 1000] [--batch-lines 5000] [--clients 50] [--chunk-interval "1 hour"]
 //       [--interval 10] [--gzip true] [--baselines true] [--node-args "--cpu-prof"] [--out bench/results]
 //       [--rate <metrics/s>]   open loop: a fixed offered rate (ack latency at 80% of the maximum, overload)
+//       [--fields 10]          fields per line (1: `sensor,line=L3,cell=C7 value=12.345 <time>`)
+//       [--timestamps ns|ms]   timestamp precision (the precision parameter and the digits follow it)
+//       [--gateway-only]       parse + encode only: the gateway acknowledges and discards the rows
+//                              (STRATA_BENCH_DISCARD); acknowledged rows are counted, no baselines
 //   npm run bench -- --embedded [--rows 200000]     PGlite-TimescaleDB in this process; small runs only
+//                                                   (with --gateway-only: strata serve in its own process over PGlite in a directory)
 //   npm run bench -- --testcontainers               timescale/timescaledb-ha through a Docker engine
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +27,7 @@ import { startBouncer } from './support/bouncer.ts';
 import { benchFacilities } from './support/facilities.ts';
 import { startGatewayProcess } from './support/gateway-process.ts';
 import { drive, type LoadResult } from './support/load.ts';
+import { tagSets, type Precision, type Workload } from './support/workload.ts';
 import { scratchDatabase } from './support/scratch.ts';
 import { writeTable } from './support/table.ts';
 import { timescaleContainer } from './support/target.ts';
@@ -44,6 +50,9 @@ const { values } = parseArgs({
     baselines: { type: 'string', default: 'true' },
     'node-args': { type: 'string', default: '' },
     out: { type: 'string', default: 'bench/results' },
+    fields: { type: 'string', default: '10' },
+    timestamps: { type: 'string', default: 'ns' },
+    'gateway-only': { type: 'boolean', default: false },
   },
 });
 const targets = [values.url, values.embedded, values.testcontainers].filter(Boolean).length;
@@ -52,8 +61,21 @@ if (targets !== 1) {
   process.exit(64);
 }
 const F = Number(values.facilities);
-const workload = { facilities: F, seriesPerFacility: Number(values.series), linesPerBatch: Number(values['batch-lines']), gzip: values.gzip !== 'false' };
-const clients = Number(values.clients ?? F);
+const fields = Number(values.fields);
+const precision = values.timestamps as Precision;
+const gatewayOnly = values['gateway-only'] === true;
+const wrong = [
+  !(Number.isInteger(F) && F >= 1) && `--facilities must be a whole number of at least 1 (got ${values.facilities})`,
+  !(Number.isInteger(fields) && fields >= 1) && `--fields must be a whole number of at least 1 (got ${values.fields})`,
+  precision !== 'ns' && precision !== 'ms' && `--timestamps must be ns or ms (got ${values.timestamps})`,
+].filter(Boolean);
+if (wrong.length) {
+  for (const w of wrong) console.error(w);
+  process.exit(64);
+}
+const workload: Required<Workload> = { facilities: F, seriesPerFacility: Number(values.series), linesPerBatch: Number(values['batch-lines']), gzip: values.gzip !== 'false', fields, precision };
+// One collector per facility, but at least 8 so a run with few facilities (one facility's whole fleet) still loads the gateway.
+const clients = Number(values.clients ?? Math.max(F, 8));
 const durationS = values.duration ? Number(values.duration) : undefined;
 const rowsTarget = durationS ? undefined : Number(values.rows ?? (values.embedded ? 200_000 : 2_000_000));
 const rate = values.rate ? Number(values.rate) : undefined;
@@ -77,8 +99,40 @@ let bytesPerRow = 0;
 let gatewayFigures: { cpuUsPerRow: number | null; peakRssMiB: number | null; where: string };
 const command = `npm run bench -- ${process.argv.slice(2).join(' ').replace(/postgres(ql)?:\/\/[^ ]+/g, '<url>')}`;
 
+const nodeArgs = values['node-args'].split(' ').filter(Boolean);
+const driveOptions = { workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), log: say, rate };
+const perRow = (cpuSeconds: number | null, l: LoadResult) => (cpuSeconds === null ? null : +((cpuSeconds * 1e6) / countedRows(l)).toFixed(2));
+
+/** `strata serve` in its own process over `dbUrl` (STRATA_BENCH_DISCARD in gateway-only mode), driven until the target; stopped either way. */
+async function driveGatewayProcess(dbUrl: string, tokens: string[], count: (() => Promise<number>) | undefined, where: string): Promise<LoadResult> {
+  const gw = await startGatewayProcess({
+    STRATA_DATABASE_URL: dbUrl, STRATA_REGION: 'bench', STRATA_SPOOL_DIR: join(work, 'spool'), STRATA_SERIES_LIMIT: '1000000',
+    ...(gatewayOnly ? { STRATA_BENCH_DISCARD: '1' } : {}),
+  }, nodeArgs);
+  try {
+    const l = await drive({ ...driveOptions, url: gw.url, tokens, count, cpu: () => gw.stat().cpuSeconds });
+    gatewayFigures = { cpuUsPerRow: perRow(l.gatewayCpuSeconds, l), peakRssMiB: gw.stat().peakRssMiB, where };
+    return l;
+  } finally {
+    await gw.stop();
+  }
+}
+
 try {
-  if (values.embedded) {
+  if (values.embedded && gatewayOnly) {
+    // Nothing is written, so the gateway can run as `strata serve` in its own process (its CPU and RSS
+    // alone, without the load generator) over PGlite in a directory, for the facilities and series.
+    const dbUrl = `pglite:${join(work, 'pglite')}`;
+    const db = await openDb(dbUrl);
+    let tokens: string[];
+    try {
+      tokens = await setup(db);
+      versions = await serverVersions(db);
+    } finally {
+      await db.close();
+    }
+    load = await driveGatewayProcess(dbUrl, tokens, undefined, 'strata serve, its own process, over PGlite in a directory (series catalog only; PGlite counts in the RSS)');
+  } else if (values.embedded) {
     const db = await openDb('pglite:memory');
     try {
       const tokens = await setup(db);
@@ -86,10 +140,13 @@ try {
         region: 'bench', host: '127.0.0.1', port: 0, spoolDir: join(work, 'spool'), spoolMaxBytes: 1 << 30, maxQueueBytes: 256 << 20,
         maxBodyBytes: 64 << 20, batchRows: 20_000, batchAgeMs: 100, seriesLimit: 1_000_000, ledgerRetention: '2 days', defaultMetrics: false,
       });
-      const cpu0 = process.cpuUsage();
-      load = await drive({ url: gw.url, tokens, workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), count: () => countRows(db), log: say, rate });
-      const used = process.cpuUsage(cpu0);
-      gatewayFigures = { cpuUsPerRow: +((used.user + used.system) / load.committedRows).toFixed(2), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), where: 'in-process with PGlite and the load generator' };
+      // CPU of this whole process after the warm-up (gateway, PGlite and the load generator).
+      const cpuSeconds = () => {
+        const u = process.cpuUsage();
+        return (u.user + u.system) / 1e6;
+      };
+      load = await drive({ ...driveOptions, url: gw.url, tokens, count: () => countRows(db), cpu: cpuSeconds });
+      gatewayFigures = { cpuUsPerRow: perRow(load.gatewayCpuSeconds, load), peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), where: 'in-process with PGlite and the load generator' };
       await gw.stop();
       bytesPerRow = await diskBytesPerRow(db, load.committedRows);
       versions = await serverVersions(db);
@@ -105,14 +162,9 @@ try {
     try {
       const tokens = await setup(db);
       versions = await scratch.versions();
-      const nodeArgs = values['node-args'].split(' ').filter(Boolean);
-      const gw = await startGatewayProcess({ STRATA_DATABASE_URL: bouncer.url(scratch.name), STRATA_REGION: 'bench', STRATA_SPOOL_DIR: join(work, 'spool'), STRATA_SERIES_LIMIT: '1000000' }, nodeArgs);
-      load = await drive({ url: gw.url, tokens, workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), count: () => countRows(db), log: say, cpu: () => gw.stat().cpuSeconds, rate });
-      const stat = gw.stat();
-      gatewayFigures = { cpuUsPerRow: load.gatewayCpuSeconds === null ? null : +((load.gatewayCpuSeconds * 1e6) / load.committedRows).toFixed(2), peakRssMiB: stat.peakRssMiB, where: 'strata serve, its own process' };
-      await gw.stop();
-      bytesPerRow = await diskBytesPerRow(db, load.committedRows);
-      if (values.baselines !== 'false') baselines = await runBaselines(db, scratch.url, await currentRows(db), work, say);
+      load = await driveGatewayProcess(bouncer.url(scratch.name), tokens, gatewayOnly ? undefined : () => countRows(db), 'strata serve, its own process');
+      if (!gatewayOnly) bytesPerRow = await diskBytesPerRow(db, load.committedRows);
+      if (values.baselines !== 'false' && !gatewayOnly) baselines = await runBaselines(db, scratch.url, await currentRows(db), work, say);
     } finally {
       await bouncer.stop();
       await scratch.drop();
@@ -121,27 +173,39 @@ try {
   }
   const psql = baselines.find((b) => b.method.startsWith('psql'))?.rowsPerSecond;
   const ratio = (x: number) => (psql ? (x / psql).toFixed(2) : '—');
+  const sets = tagSets(workload);
+  const shape = fields === 1 ? '1 field per line (`sensor,line=…,cell=… value=…`)' : `${fields} fields per line`;
   const table = [
-    `Workload: ${F} facilities × ${workload.seriesPerFacility} series, ${workload.linesPerBatch}-line batches (${workload.linesPerBatch * 10} metrics)${workload.gzip ? ', gzip' : ''}, ${clients} keep-alive collectors; gateway defaults (20,000 rows / 100 ms / 4 writers).`,
+    ...(gatewayOnly ? ['**Gateway only: parse + encode, rows discarded** (STRATA_BENCH_DISCARD: acknowledged rows are counted; nothing is written to the database, so no baselines and no loss check).', ''] : []),
+    `Workload: ${F} ${F === 1 ? 'facility' : 'facilities'} × ${(sets * fields).toLocaleString()} series (${sets.toLocaleString()} tag sets × ${shape}), precision ${precision}, ${workload.linesPerBatch}-line batches (${(workload.linesPerBatch * fields).toLocaleString()} metrics)${workload.gzip ? ', gzip' : ''}, ${clients} keep-alive collectors; gateway defaults (20,000 rows / 100 ms / 4 writers).`,
     '',
-    '| method | rows | rows/s | × psql \\copy |',
-    '| --- | ---: | ---: | ---: |',
-    `| gateway end to end (HTTP → committed) | ${load!.committedRows.toLocaleString()} | ${load!.rowsPerSecond.toLocaleString()} | ${ratio(load!.rowsPerSecond)} |`,
-    ...baselines.map((b) => `| ${b.method} | ${b.rows.toLocaleString()} | ${b.rowsPerSecond.toLocaleString()} | ${ratio(b.rowsPerSecond)} |`),
+    '| method | fields/line | precision | rows | rows/s | × psql \\copy |',
+    '| --- | ---: | --- | ---: | ---: | ---: |',
+    gatewayOnly
+      ? `| gateway only: parse + encode, rows discarded (HTTP → acknowledged) | ${fields} | ${precision} | ${load!.ackedRows.toLocaleString()} | ${load!.rowsPerSecond.toLocaleString()} | — |`
+      : `| gateway end to end (HTTP → committed) | ${fields} | ${precision} | ${load!.committedRows.toLocaleString()} | ${load!.rowsPerSecond.toLocaleString()} | ${ratio(load!.rowsPerSecond)} |`,
+    ...baselines.map((b) => `| ${b.method} | — | — | ${b.rows.toLocaleString()} | ${b.rowsPerSecond.toLocaleString()} | ${ratio(b.rowsPerSecond)} |`),
     '',
     '| ack p50 ms | ack p99 ms | ack p99.9 ms | gateway CPU µs/metric | gateway peak RSS MiB | rows lost | bytes/row on disk |',
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-    `| ${load!.ack.p50} | ${load!.ack.p99} | ${load!.ack.p999} | ${gatewayFigures!.cpuUsPerRow ?? '—'} | ${gatewayFigures!.peakRssMiB ?? '—'} | ${load!.lostRows} | ${bytesPerRow} |`,
+    `| ${load!.ack.p50} | ${load!.ack.p99} | ${load!.ack.p999} | ${gatewayFigures!.cpuUsPerRow ?? '—'} | ${gatewayFigures!.peakRssMiB ?? '—'} | ${gatewayOnly ? '— (discarded)' : load!.lostRows} | ${gatewayOnly ? '—' : bytesPerRow} |`,
     '',
-    `Gateway figures: ${gatewayFigures!.where}. ${rate ? `Open loop at ${rate.toLocaleString()} metrics/s offered (${load!.late} batches left late, ${load!.retried} retried after 429/503). ` : `Closed loop (each collector waits for its answer). `}Committed rows/s per ${values.interval} s interval: ${load!.intervals.map((r) => r.toLocaleString()).join(', ')}.`,
+    `Gateway figures: ${gatewayFigures!.where}. ${rate ? `Open loop at ${rate.toLocaleString()} metrics/s offered (${load!.late} batches left late, ${load!.retried} retried after 429/503). ` : `Closed loop (each collector waits for its answer). `}${gatewayOnly ? 'Acknowledged' : 'Committed'} rows/s per ${values.interval} s interval: ${load!.intervals.map((r) => r.toLocaleString()).join(', ')}.`,
   ];
-  console.log(writeTable(values.out, 'bench', command, versions, { target: values.embedded ? 'embedded PGlite' : values.testcontainers ? 'testcontainers' : 'url + PgBouncer (transaction)', ...workload, clients, chunkInterval: values['chunk-interval'] }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow }));
+  const name = `bench-${fields}f-${precision}${gatewayOnly ? '-gateway-only' : ''}`;
+  const target = values.embedded ? 'embedded PGlite' : values.testcontainers ? 'testcontainers' : 'url + PgBouncer (transaction)';
+  console.log(writeTable(values.out, name, command, versions, { target, ...workload, clients, chunkInterval: values['chunk-interval'], gatewayOnly }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow: gatewayOnly ? null : bytesPerRow }));
   if (load!.lostRows !== 0) {
     say(`ROWS LOST: ${load!.lostRows}`);
     process.exitCode = 1;
   }
 } finally {
   rmSync(work, { recursive: true, force: true });
+}
+
+/** The rows a run measured: committed in the database, or (gateway only) acknowledged. */
+function countedRows(l: LoadResult): number {
+  return Math.max(1, l.counted === 'committed' ? l.committedRows : l.ackedRows);
 }
 
 async function countRows(db: Db): Promise<number> {

@@ -92,6 +92,13 @@ export const configSchema = z
     archiveWorkDir: z.string().min(1).optional(),
     devS3Listen: listen('"127.0.0.1:4568"').default('127.0.0.1:4568'),
     s3Endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL, such as http://127.0.0.1:9000' }).optional(),
+    // BENCHMARK ONLY — never set in production. `strata serve` then acknowledges every request as
+    // committed and throws the encoded rows away (no COPY), so `npm run bench -- --gateway-only` can
+    // measure parse + encode cost alone. Read by `strata serve` only (src/serve.ts).
+    benchDiscard: z
+      .union([z.boolean(), z.stringbool()], { error: 'must be 1 or 0 (true or false)' })
+      .optional()
+      .describe('Benchmark only, never in production: strata serve acknowledges rows and discards them instead of writing them to the database (npm run bench -- --gateway-only).'),
   })
   .strict()
   .refine((c) => c.maxQueueBytes >= c.maxBodyBytes, {
@@ -142,6 +149,7 @@ export const ENV_NAMES: Record<Key, string> = {
   archiveWorkDir: 'STRATA_ARCHIVE_WORK_DIR',
   devS3Listen: 'STRATA_DEV_S3_LISTEN',
   s3Endpoint: 'STRATA_S3_ENDPOINT',
+  benchDiscard: 'STRATA_BENCH_DISCARD',
 };
 
 /** Host and port of a `listen` setting. */

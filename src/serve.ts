@@ -65,11 +65,12 @@ export async function serve(config: Config, log: Logger, out: (text: string) => 
   const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: Math.max(30_000, 2 * config.writeTimeoutMs) });
   let gateway: Gateway;
   try {
-    gateway = await startGateway(db, log, gatewayOptions(config, region));
+    // STRATA_BENCH_DISCARD (benchmark only): only `strata serve` honours it, never `strata dev`.
+    gateway = await startGateway(db, log, { ...gatewayOptions(config, region), ...(config.benchDiscard ? { discardRows: true } : {}) });
   } catch (err) {
     await db.close();
     throw err;
   }
-  out(`strata serve: region ${region}, listening on ${gateway.url}, writing to ${db.target}`);
+  out(`strata serve: region ${region}, listening on ${gateway.url}, ${config.benchDiscard ? `DISCARDING rows (STRATA_BENCH_DISCARD, benchmark only; catalog in ${db.target})` : `writing to ${db.target}`}`);
   await runGateway(db, gateway, log, signal);
 }

@@ -1,6 +1,7 @@
 // Drives the gateway with concurrent keep-alive collectors until a row count or a duration, shows
-// progress, and measures what the database committed (not what the client sent).
-import { FIELDS, makeBatch, type Batch, type Workload } from './workload.ts';
+// progress, and measures what the database committed (not what the client sent) — or, without a
+// `count` (a gateway that discards its rows), what the gateway acknowledged.
+import { fieldsOf, makeBatch, precisionOf, tagSets, type Batch, type Precision, type Workload } from './workload.ts';
 
 export interface LoadOptions {
   url: string;
@@ -11,8 +12,11 @@ export interface LoadOptions {
   rowsTarget?: number | undefined;
   durationS?: number | undefined;
   intervalS: number;
-  /** Rows in strata.metrics now. */
-  count(): Promise<number>;
+  /**
+   * Rows in strata.metrics now. Without it (the gateway discards rows: STRATA_BENCH_DISCARD) the
+   * acknowledged rows are what is measured, and nothing can be checked for loss.
+   */
+  count?: () => Promise<number>;
   log(line: string): void;
   /** The gateway's CPU seconds so far, when it runs in its own process. */
   cpu?: () => number;
@@ -21,8 +25,11 @@ export interface LoadOptions {
 }
 
 export interface LoadResult {
+  /** What rowsPerSecond and intervals count: rows the database committed, or rows the gateway acknowledged. */
+  counted: 'committed' | 'acknowledged';
   sentRows: number;
   ackedRows: number;
+  /** 0 when counted = acknowledged (nothing reaches the database). */
   committedRows: number;
   lostRows: number;
   rowsPerSecond: number;
@@ -32,15 +39,15 @@ export interface LoadResult {
   failed: number;
   /** Open loop only: batches that left later than scheduled because every collector was busy. */
   late: number;
-  /** Committed rows/s in each interval. */
+  /** Counted (committed or acknowledged) rows/s in each interval. */
   intervals: number[];
   gatewayCpuSeconds: number | null;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function send(url: string, token: string, b: Batch, gzip: boolean): Promise<{ status: number; retryAfter: number }> {
-  const res = await fetch(`${url}/api/v2/write?precision=ns`, {
+async function send(url: string, token: string, b: Batch, gzip: boolean, precision: Precision): Promise<{ status: number; retryAfter: number }> {
+  const res = await fetch(`${url}/api/v2/write?precision=${precision}`, {
     method: 'POST',
     body: b.body as BodyInit,
     headers: { Authorization: `Token ${token}`, ...(gzip ? { 'Content-Encoding': 'gzip' } : {}) },
@@ -53,16 +60,19 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
   const F = o.tokens.length;
   const start = Date.UTC(2026, 10, 21);
   // Warm-up (not measured): one line per tag set and facility creates every series, at tick 0.
-  const warm = { ...o.workload, linesPerBatch: Math.max(1, Math.floor(o.workload.seriesPerFacility / FIELDS)) };
+  const precision = precisionOf(o.workload);
+  const warm = { ...o.workload, linesPerBatch: tagSets(o.workload) };
   await Promise.all(o.tokens.map(async (t, f) => {
-    const r = await send(o.url, t, makeBatch(warm, f, 0, start), o.workload.gzip);
+    const r = await send(o.url, t, makeBatch(warm, f, 0, start), o.workload.gzip, precision);
     if (r.status !== 204) throw new Error(`warm-up batch of facility ${f} answered ${r.status}`);
   }));
-  const base = await o.count();
-  const cpu0 = o.cpu?.() ?? null;
-  let next = F; // batch number g → facility g % F, round ⌊g / F⌋
   let sent = 0;
   let acked = 0;
+  const counted = o.count ? 'committed' : 'acknowledged';
+  const count = o.count ?? (async () => acked);
+  const base = await count();
+  const cpu0 = o.cpu?.() ?? null;
+  let next = F; // batch number g → facility g % F, round ⌊g / F⌋
   let retried = 0;
   let failed = 0;
   const latencies: number[] = [];
@@ -75,11 +85,12 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
     while (!stopProgress) {
       await sleep(o.intervalS * 1000);
       const now = performance.now();
-      const committed = await o.count();
+      const committed = await count();
       const rate = Math.round((committed - last.committed) / ((now - last.at) / 1000));
       intervals.push(rate);
       last = { at: now, committed };
-      o.log(`[${Math.round((now - t0) / 1000)} s] sent ${sent.toLocaleString()} rows, acked ${acked.toLocaleString()}, committed ${(committed - base).toLocaleString()} (${rate.toLocaleString()} rows/s)`);
+      const at = `[${Math.round((now - t0) / 1000)} s] sent ${sent.toLocaleString()} rows, acked ${acked.toLocaleString()}`;
+      o.log(o.count ? `${at}, committed ${(committed - base).toLocaleString()} (${rate.toLocaleString()} rows/s)` : `${at} (${rate.toLocaleString()} rows/s acknowledged; rows discarded)`);
     }
   })();
   /** Sends batch g until it is acknowledged (429/503 are retried after Retry-After, as Telegraf does). */
@@ -88,7 +99,7 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
     sent += batch.rows;
     const t = performance.now();
     for (;;) {
-      const r = await send(o.url, o.tokens[g % F]!, batch, o.workload.gzip);
+      const r = await send(o.url, o.tokens[g % F]!, batch, o.workload.gzip, precision);
       if (r.status === 204) {
         latencies.push(performance.now() - t);
         acked += batch.rows;
@@ -107,7 +118,7 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
   let late = 0;
   if (o.rate) {
     // Open loop: batch k leaves at t0 + k·(rows per batch ÷ rate); latency includes any retries.
-    const every = (o.workload.linesPerBatch * FIELDS * 1000) / o.rate;
+    const every = (o.workload.linesPerBatch * fieldsOf(o.workload) * 1000) / o.rate;
     const inFlight = new Set<Promise<void>>();
     for (let k = 0; !done(); k++) {
       const due = t0 + k * every;
@@ -128,23 +139,24 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
     );
   }
   // Every acknowledged row is durable; wait for the last ones to be visible, then count.
-  let committed = await o.count();
+  let committed = await count();
   for (let i = 0; i < 600 && committed - base < acked; i++) {
     await sleep(100);
-    committed = await o.count();
+    committed = await count();
   }
   const seconds = (performance.now() - t0) / 1000;
   stopProgress = true;
   await progress;
   latencies.sort((a, b) => a - b);
   const q = (p: number) => +(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0).toFixed(1);
-  const committedRows = committed - base;
+  const countedRows = committed - base;
   return {
+    counted,
     sentRows: sent,
     ackedRows: acked,
-    committedRows,
-    lostRows: Math.max(0, acked - committedRows),
-    rowsPerSecond: Math.round(committedRows / seconds),
+    committedRows: o.count ? countedRows : 0,
+    lostRows: o.count ? Math.max(0, acked - countedRows) : 0,
+    rowsPerSecond: Math.round(countedRows / seconds),
     seconds: +seconds.toFixed(1),
     ack: { p50: q(0.5), p99: q(0.99), p999: q(0.999) },
     retried,
