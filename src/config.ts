@@ -70,6 +70,10 @@ export const configSchema = z
     writeTimeoutMs: count(100).default(1_500),
     writeAttempts: count(1).default(3),
     seriesLimit: count(1).default(100_000),
+    // The series index (facility, measurement, field, tags) holds rows up to 2,704 bytes; the key's own
+    // bytes plus the row's other columns must stay below that.
+    seriesKeyMaxBytes: count(16).max(2_600, 'must be at most 2600 (a series index row holds at most 2704 bytes)').default(2_048),
+    lineMaxBytes: count(64).default(1 << 20),
     ledgerRetention: interval.default('2 days'),
     tierWarmAfter: age.default('30 days'),
     tierColdAfter: age.default('180 days'),
@@ -130,6 +134,8 @@ export const ENV_NAMES: Record<Key, string> = {
   writeTimeoutMs: 'STRATA_WRITE_TIMEOUT_MS',
   writeAttempts: 'STRATA_WRITE_ATTEMPTS',
   seriesLimit: 'STRATA_SERIES_LIMIT',
+  seriesKeyMaxBytes: 'STRATA_SERIES_KEY_MAX_BYTES',
+  lineMaxBytes: 'STRATA_LINE_MAX_BYTES',
   ledgerRetention: 'STRATA_LEDGER_RETENTION',
   tierWarmAfter: 'STRATA_TIER_WARM_AFTER',
   tierColdAfter: 'STRATA_TIER_COLD_AFTER',

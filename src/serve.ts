@@ -20,6 +20,8 @@ export function gatewayOptions(config: Config, region: string): GatewayOptions {
     batchRows: config.batchRows,
     batchAgeMs: config.batchAgeMs,
     seriesLimit: config.seriesLimit,
+    maxSeriesKeyBytes: config.seriesKeyMaxBytes,
+    maxLineBytes: config.lineMaxBytes,
     ledgerRetention: config.ledgerRetention,
     attemptTimeoutMs: config.writeTimeoutMs,
     maxAttempts: config.writeAttempts,

@@ -39,6 +39,8 @@ describe('configuration', () => {
       writeTimeoutMs: 1_500,
       writeAttempts: 3,
       seriesLimit: 100_000,
+      seriesKeyMaxBytes: 2_048,
+      lineMaxBytes: 1_048_576,
       ledgerRetention: '2 days',
       tierWarmAfter: '30 days',
       tierColdAfter: '180 days',
@@ -79,6 +81,8 @@ describe('configuration', () => {
         STRATA_WRITE_TIMEOUT_MS: '3000',
         STRATA_WRITE_ATTEMPTS: '5',
         STRATA_SERIES_LIMIT: '500',
+        STRATA_SERIES_KEY_MAX_BYTES: '1000',
+        STRATA_LINE_MAX_BYTES: '65536',
         STRATA_LEDGER_RETENTION: '2 days',
         STRATA_TIER_WARM_AFTER: '2 weeks',
         STRATA_TIER_COLD_AFTER: '6 months',
@@ -112,6 +116,8 @@ describe('configuration', () => {
       writeTimeoutMs: 3_000,
       writeAttempts: 5,
       seriesLimit: 500,
+      seriesKeyMaxBytes: 1_000,
+      lineMaxBytes: 65_536,
       ledgerRetention: '2 days',
       tierWarmAfter: '2 weeks',
       tierColdAfter: '6 months',
@@ -155,7 +161,7 @@ describe('configuration', () => {
   it('names each bad gateway setting with its reason', () => {
     const err = (() => {
       try {
-        loadConfig({ env: { STRATA_LISTEN: 'localhost:99999', STRATA_BATCH_ROWS: 'lots', STRATA_WRITERS: '0', STRATA_MAX_BODY_BYTES: '1.5', STRATA_LEDGER_RETENTION: 'forever' } });
+        loadConfig({ env: { STRATA_LISTEN: 'localhost:99999', STRATA_BATCH_ROWS: 'lots', STRATA_WRITERS: '0', STRATA_MAX_BODY_BYTES: '1.5', STRATA_LEDGER_RETENTION: 'forever', STRATA_SERIES_KEY_MAX_BYTES: '4000' } });
       } catch (e) {
         return e as ConfigError;
       }
@@ -168,9 +174,10 @@ describe('configuration', () => {
         'STRATA_WRITERS="0": must be at least 1',
         'STRATA_MAX_BODY_BYTES="1.5": must be a whole number',
         expect.stringMatching(/^STRATA_LEDGER_RETENTION="forever": must be a positive PostgreSQL interval/),
+        'STRATA_SERIES_KEY_MAX_BYTES="4000": must be at most 2600 (a series index row holds at most 2704 bytes)',
       ]),
     );
-    expect(err.problems).toHaveLength(5);
+    expect(err.problems).toHaveLength(6);
     expect(listenAddress('8086')).toEqual({ host: '0.0.0.0', port: 8086 });
     expect(listenAddress('[::1]:9000')).toEqual({ host: '::1', port: 9000 });
   });
