@@ -10,6 +10,8 @@
 //       [--timestamps ns|ms]   timestamp precision (the precision parameter and the digits follow it)
 //       [--gateway-only]       parse + encode only: the gateway acknowledges and discards the rows
 //                              (STRATA_BENCH_DISCARD); acknowledged rows are counted, no baselines
+//       [--prebuilt 0]         build this many request bodies before the measured phase and send them
+//                              round robin (times repeat), so the generator's CPU competes less
 //   npm run bench -- --embedded [--rows 200000]     PGlite-TimescaleDB in this process; small runs only
 //                                                   (with --gateway-only: strata serve in its own process over PGlite in a directory)
 //   npm run bench -- --testcontainers               timescale/timescaledb-ha through a Docker engine
@@ -53,6 +55,7 @@ const { values } = parseArgs({
     fields: { type: 'string', default: '10' },
     timestamps: { type: 'string', default: 'ns' },
     'gateway-only': { type: 'boolean', default: false },
+    prebuilt: { type: 'string', default: '0' },
   },
 });
 const targets = [values.url, values.embedded, values.testcontainers].filter(Boolean).length;
@@ -68,6 +71,7 @@ const wrong = [
   !(Number.isInteger(F) && F >= 1) && `--facilities must be a whole number of at least 1 (got ${values.facilities})`,
   !(Number.isInteger(fields) && fields >= 1) && `--fields must be a whole number of at least 1 (got ${values.fields})`,
   precision !== 'ns' && precision !== 'ms' && `--timestamps must be ns or ms (got ${values.timestamps})`,
+  !(Number.isInteger(Number(values.prebuilt)) && Number(values.prebuilt) >= 0) && `--prebuilt must be a whole number of request bodies (got ${values.prebuilt})`,
 ].filter(Boolean);
 if (wrong.length) {
   for (const w of wrong) console.error(w);
@@ -100,7 +104,7 @@ let gatewayFigures: { cpuUsPerRow: number | null; peakRssMiB: number | null; whe
 const command = `npm run bench -- ${process.argv.slice(2).join(' ').replace(/postgres(ql)?:\/\/[^ ]+/g, '<url>')}`;
 
 const nodeArgs = values['node-args'].split(' ').filter(Boolean);
-const driveOptions = { workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), log: say, rate };
+const driveOptions = { workload, clients, rowsTarget, durationS, intervalS: Number(values.interval), log: say, rate, prebuilt: Number(values.prebuilt) };
 const perRow = (cpuSeconds: number | null, l: LoadResult) => (cpuSeconds === null ? null : +((cpuSeconds * 1e6) / countedRows(l)).toFixed(2));
 
 /** `strata serve` in its own process over `dbUrl` (STRATA_BENCH_DISCARD in gateway-only mode), driven until the target; stopped either way. */
@@ -194,7 +198,7 @@ try {
   ];
   const name = `bench-${fields}f-${precision}${gatewayOnly ? '-gateway-only' : ''}`;
   const target = values.embedded ? 'embedded PGlite' : values.testcontainers ? 'testcontainers' : 'url + PgBouncer (transaction)';
-  console.log(writeTable(values.out, name, command, versions, { target, ...workload, clients, chunkInterval: values['chunk-interval'], gatewayOnly }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow: gatewayOnly ? null : bytesPerRow }));
+  console.log(writeTable(values.out, name, command, versions, { target, ...workload, clients, chunkInterval: values['chunk-interval'], gatewayOnly, prebuilt: Number(values.prebuilt) }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow: gatewayOnly ? null : bytesPerRow }));
   if (load!.lostRows !== 0) {
     say(`ROWS LOST: ${load!.lostRows}`);
     process.exitCode = 1;

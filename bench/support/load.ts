@@ -22,6 +22,12 @@ export interface LoadOptions {
   cpu?: () => number;
   /** Open loop: offer this many metrics/s on a fixed schedule (at most `clients` requests in flight). */
   rate?: number | undefined;
+  /**
+   * Build this many request bodies (rounded up to whole rounds of every facility) before the measured
+   * phase and send them round robin, so the generator's own CPU (building and gzipping bodies) does
+   * not compete with the gateway on a small machine; timestamps then repeat after that many batches.
+   */
+  prebuilt?: number | undefined;
 }
 
 export interface LoadResult {
@@ -59,6 +65,9 @@ async function send(url: string, token: string, b: Batch, gzip: boolean, precisi
 export async function drive(o: LoadOptions): Promise<LoadResult> {
   const F = o.tokens.length;
   const start = Date.UTC(2026, 10, 21);
+  // Built before the warm-up, so no keep-alive connection idles out meanwhile.
+  const pool: Batch[] = [];
+  for (let g = F; g < F + Math.ceil((o.prebuilt ?? 0) / F) * F; g++) pool.push(makeBatch(o.workload, g % F, Math.floor(g / F), start));
   // Warm-up (not measured): one line per tag set and facility creates every series, at tick 0.
   const precision = precisionOf(o.workload);
   const warm = { ...o.workload, linesPerBatch: tagSets(o.workload) };
@@ -95,7 +104,7 @@ export async function drive(o: LoadOptions): Promise<LoadResult> {
   })();
   /** Sends batch g until it is acknowledged (429/503 are retried after Retry-After, as Telegraf does). */
   const deliver = async (g: number) => {
-    const batch = makeBatch(o.workload, g % F, Math.floor(g / F), start);
+    const batch = pool.length > 0 ? pool[(g - F) % pool.length]! : makeBatch(o.workload, g % F, Math.floor(g / F), start);
     sent += batch.rows;
     const t = performance.now();
     for (;;) {

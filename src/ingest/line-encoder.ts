@@ -6,11 +6,11 @@
 // a series not cached yet — goes to the full parser (lineprotocol.ts) by byte span, which returns
 // a point for the series catalog or the line's error. Both paths see the same lines (line-scan.ts).
 import { isUtf8 } from 'node:buffer';
-import { NOT_FAST, readTimeUs, readValue } from './byte-values.ts';
+import { read, readTimeUs, readValue } from './byte-values.ts';
 import { forEachLine } from './line-scan.ts';
 import { parseLineAt, type ParseResult, type Precision } from './lineprotocol.ts';
 import { HASH_START, SPACE, hashByte, hashBytes } from './series-key.ts';
-import type { SeriesIndex } from './series-index.ts';
+import { viewOf, type SeriesIndex } from './series-index.ts';
 import { TUPLE_BYTES } from './copy-encode.ts';
 
 export interface Encoded extends ParseResult {
@@ -24,7 +24,6 @@ const COMMA = 44;
 const EQUALS = 61;
 const BACKSLASH = 92;
 const HASH = 35;
-const QUOTE = 34;
 const MINUS = 45;
 const MAX_TAGS = 32;
 const MAX_FIELDS = 64;
@@ -33,6 +32,7 @@ const SLAB_BYTES = 1 << 20;
 const SLAB_KEEP = 8 << 20;
 const PG_EPOCH_US = 946_684_800_000_000;
 const TWO32 = 4_294_967_296;
+const EMPTY = Buffer.alloc(0);
 
 /** `time` as a key (refused as a tag or field key; the full parser says so). */
 const isTime = (b: Uint8Array, s: number, e: number) => e - s === 4 && b[s] === 116 && b[s + 1] === 105 && b[s + 2] === 109 && b[s + 3] === 101;
@@ -56,6 +56,9 @@ export class LineEncoder {
   private readonly lineIds = new Int32Array(MAX_FIELDS);
   /** The current line's head with tags sorted, then a space and the field key being looked up. */
   private canon: Buffer = Buffer.allocUnsafe(4096);
+  private canonView: DataView = viewOf(this.canon);
+  /** A DataView of the body being encoded. */
+  private bodyView: DataView = viewOf(EMPTY);
   private canonLen = -1;
   private canonHash = 0;
 
@@ -67,6 +70,7 @@ export class LineEncoder {
     const out: Encoded = { points: [], errors: [], fieldErrors: [], tuples: EMPTY, rows: 0 };
     const checkUtf8 = !isUtf8(body);
     this.used = 0;
+    this.bodyView = viewOf(body);
     let room = aliasRoom;
     forEachLine(body, (s, e, line) => {
       if (s === e) return;
@@ -80,6 +84,7 @@ export class LineEncoder {
       parseLineAt(body, s, e, line, precision, maxLineBytes, checkUtf8, out);
     });
     out.rows = this.used / TUPLE_BYTES;
+    this.bodyView = viewOf(EMPTY);
     out.tuples = Buffer.allocUnsafe(this.used);
     this.slab.copy(out.tuples, 0, 0, this.used);
     if (this.slab.length > SLAB_KEEP) this.setSlab(Buffer.allocUnsafe(SLAB_BYTES));
@@ -160,13 +165,10 @@ export class LineEncoder {
       }
       const fe = j;
       if (fe === fs || j >= e || isTime(b, fs, fe)) return -1;
-      const vs = ++j;
-      if (b[vs] === QUOTE) return -1;
-      while (j < e && b[j] !== COMMA && b[j] !== SPACE) j++;
-      if (j === vs) return -1;
-      const value = readValue(b, vs, j);
-      if (value === NOT_FAST) return -1;
-      let id = index.find(fh, b, s, headEnd, fs, fe);
+      j = readValue(b, j + 1, e); // a string (`"`) or an empty value is not read here
+      if (j < 0) return -1;
+      const value = read[0]!;
+      let id = index.find(fh, b, this.bodyView, s, headEnd, fs, fe);
       if (id < 0 && !sorted) {
         id = this.findCanonical(b, s, measurementEnd, headEnd, nt, fs, fe, index);
         if (id === -2) return -1;
@@ -200,9 +202,8 @@ export class LineEncoder {
       // b[j] is a space: the timestamp follows, alone.
       const ts = ++j;
       if (ts >= e || (b[ts]! < 48 && b[ts] !== MINUS)) return -1;
-      const t = readTimeUs(b, ts, e, precision);
-      if (t === NOT_FAST) return -1;
-      us = t;
+      if (!readTimeUs(b, ts, e, precision)) return -1;
+      us = read[0]!;
     }
     const pg = us - PG_EPOCH_US;
     const hi = Math.floor(pg / TWO32);
@@ -222,7 +223,10 @@ export class LineEncoder {
    */
   private findCanonical(b: Buffer, s: number, measurementEnd: number, headEnd: number, nt: number, fs: number, fe: number, index: SeriesIndex): number {
     const headLen = headEnd - s;
-    if (headLen + 1 + (fe - fs) > this.canon.length) this.canon = Buffer.allocUnsafe(2 * (headLen + 1 + (fe - fs)));
+    if (headLen + 1 + (fe - fs) > this.canon.length) {
+      this.canon = Buffer.allocUnsafe(2 * (headLen + 1 + (fe - fs)));
+      this.canonView = viewOf(this.canon);
+    }
     const c = this.canon;
     if (this.canonLen < 0) {
       const order = this.order;
@@ -252,7 +256,7 @@ export class LineEncoder {
     const n = this.canonLen;
     c[n] = SPACE;
     b.copy(c, n + 1, fs, fe);
-    return index.find(hashBytes(this.canonHash, b, fs, fe), c, 0, n, n + 1, n + 1 + (fe - fs));
+    return index.find(hashBytes(this.canonHash, b, fs, fe), c, this.canonView, 0, n, n + 1, n + 1 + (fe - fs));
   }
 
   /** The line's own head and one field key as one key (an alias of the canonical one). */
@@ -272,4 +276,3 @@ export class LineEncoder {
   }
 }
 
-const EMPTY = Buffer.alloc(0);

@@ -14,11 +14,14 @@ function mix(h: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
+export const viewOf = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+
 export class SeriesIndex {
   /** Canonical series (aliases not counted). */
   series = 0;
   aliases = 0;
   private arena: Buffer = Buffer.allocUnsafe(1 << 16);
+  private arenaView = viewOf(this.arena);
   private used = 0;
   private count = 0;
   private offsets = new Int32Array(1024);
@@ -29,29 +32,37 @@ export class SeriesIndex {
 
   /**
    * The id of the key `src[hs, he) + ' ' + src[fs, fe)` whose FNV hash is `hash`, or -1.
-   * The head and the field key are compared in place, so a line is looked up without a copy.
+   * The head and the field key are compared in place, so a line is looked up without a copy;
+   * `view` is a DataView of `src`, so the head is compared four bytes at a time.
    */
-  find(hash: number, src: Uint8Array, hs: number, he: number, fs: number, fe: number): number {
+  find(hash: number, src: Uint8Array, view: DataView, hs: number, he: number, fs: number, fe: number): number {
     const headLen = he - hs;
     const len = headLen + 1 + (fe - fs);
-    const mask = this.slots.length - 1;
-    const arena = this.arena;
+    const slots = this.slots;
+    const mask = slots.length - 1;
     for (let slot = mix(hash) & mask; ; slot = (slot + 1) & mask) {
-      const e = this.slots[slot]!;
+      const e = slots[slot]!;
       if (e === EMPTY) return -1;
-      if (this.lengths[e] !== len) continue;
-      const o = this.offsets[e]!;
-      let same = arena[o + headLen] === 32;
-      for (let i = 0; same && i < headLen; i++) same = arena[o + i] === src[hs + i];
-      for (let i = 0, a = o + headLen + 1; same && i < fe - fs; i++) same = arena[a + i] === src[fs + i];
-      if (same) return this.ids[e]!;
+      if (this.hashes[e] === hash && this.lengths[e] === len && this.same(this.offsets[e]!, src, view, hs, headLen, fs, fe)) return this.ids[e]!;
     }
+  }
+
+  private same(o: number, src: Uint8Array, view: DataView, hs: number, headLen: number, fs: number, fe: number): boolean {
+    const arena = this.arena;
+    const words = this.arenaView;
+    let i = 0;
+    for (; i + 4 <= headLen; i += 4) if (words.getInt32(o + i) !== view.getInt32(hs + i)) return false;
+    for (; i < headLen; i++) if (arena[o + i] !== src[hs + i]) return false;
+    if (arena[o + headLen] !== 32) return false;
+    const a = o + headLen + 1 - fs;
+    for (let i = fs; i < fe; i++) if (arena[a + i] !== src[i]) return false;
+    return true;
   }
 
   /** The id of a whole key, or -1. (find() compares head + space + field as one run of bytes, so any space of the key splits it.) */
   get(key: Uint8Array, hash: number): number {
     const sp = key.indexOf(32);
-    return sp < 0 ? -1 : this.find(hash, key, 0, sp, sp + 1, key.length);
+    return sp < 0 ? -1 : this.find(hash, key, viewOf(key), 0, sp, sp + 1, key.length);
   }
 
   /** Adds a key (canonical unless `alias`); a key already present keeps its id. */
@@ -63,6 +74,7 @@ export class SeriesIndex {
       const next = Buffer.allocUnsafe(Math.max(this.arena.length * 2, this.used + key.length));
       this.arena.copy(next, 0, 0, this.used);
       this.arena = next;
+      this.arenaView = viewOf(next);
     }
     this.arena.set(key, this.used);
     const e = this.count++;
