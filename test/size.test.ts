@@ -65,6 +65,9 @@ describe('strata size', () => {
       copyRowsPerStream: 342_000,
     });
     expect(m.bytesPerRow.source).toBe(`measured: ${join(dir, 'storage.json')}, 2026-11-21`);
+    // The harness's end-to-end run of the design workload, once there is one, wins over the older sweep.
+    writeFileSync(join(dir, 'bench-10f-ns.json'), JSON.stringify({ date: '2026-12-02T05:00:00Z', results: { gateway: { cpuUsPerRow: 0.9 } } }));
+    expect(measuredFigures(dir).gatewayCpuUsPerRow).toEqual({ value: 0.9, source: `measured: ${join(dir, 'bench-10f-ns.json')}, 2026-12-02` });
   });
 
   it('reads sizes with units', () => {

@@ -2,8 +2,10 @@
 //
 // Glossary
 //   facility   a site whose collectors hold one ingest token; every row a token sends is the facility's.
-//   point      one parsed line (or JSON metric): measurement, sorted tags, numeric fields, time.
-//   series     (facility, measurement, field key, sorted tag set) → series_id in strata.series.
+//   point      one line (or JSON metric) parsed in full: measurement, sorted tags, numeric fields, time.
+//              Lines whose series are cached never become points: the fast path encodes their bytes.
+//   series     (facility, measurement, field key, tag set) → series_id in strata.series.
+//   series key the series as line-protocol bytes, tags sorted (series-key.ts): what the cache is keyed by.
 //   part       the rows of one request, already encoded as binary COPY tuples (no header/trailer),
 //              waiting in a facility's batcher with the request's promise.
 //   batch      the parts one flush writes: one id, one transaction = one ledger row + one COPY.

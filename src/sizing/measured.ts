@@ -37,6 +37,10 @@ export function measuredFigures(dir: string): Measured {
     gatewayRuns.find((r) => r.batchRows === 20_000 && r.batchAgeMs === 100 && r.writers === 4) ??
     [...gatewayRuns].sort((a, b) => (a.gatewayCpuUsPerRow as number) - (b.gatewayCpuUsPerRow as number))[0];
 
+  // The harness's end-to-end run of the design workload (10 fields per line), when there is one.
+  const harnessFile = read(dir, 'bench-10f-ns');
+  const harnessCpu = ((harnessFile?.results ?? {}) as { gateway?: { cpuUsPerRow?: unknown } }).gateway?.cpuUsPerRow;
+
   const copyFile = read(dir, 'copy-paths');
   const binary = ((copyFile?.results ?? []) as { method?: string; rowsPerSecond?: unknown }[])
     .filter((r) => r.method === 'port COPY binary' && positive(r.rowsPerSecond))
@@ -61,7 +65,11 @@ export function measuredFigures(dir: string): Measured {
         : assumed(+(bytesPerRow.value / compressionRatio.value).toFixed(2), 'the compressed size (no archive benchmark found)'),
     walBytesPerRow: fromStorage('walBytesPerRow', assumed(100, 'about twice the row size (heap and index records)')),
     gatewayCpuUsPerRow:
-      gatewayFile && gatewayRun ? { value: gatewayRun.gatewayCpuUsPerRow as number, source: label(dir, 'ingest-gateway', gatewayFile) } : assumed(3, 'no gateway benchmark found'),
+      harnessFile && positive(harnessCpu)
+        ? { value: harnessCpu, source: label(dir, 'bench-10f-ns', harnessFile) }
+        : gatewayFile && gatewayRun
+          ? { value: gatewayRun.gatewayCpuUsPerRow as number, source: label(dir, 'ingest-gateway', gatewayFile) }
+          : assumed(3, 'no gateway benchmark found'),
     copyRowsPerStream: copyFile && binary ? { value: binary.rowsPerSecond as number, source: label(dir, 'copy-paths', copyFile) } : assumed(300_000, 'no COPY benchmark found'),
   };
 }
