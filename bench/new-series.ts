@@ -50,6 +50,8 @@ try {
   const table = [
     `One facility, one request of ${N.toLocaleString()} lines, each a new series (\`vibration,site=…,machine=…,sensor=… rms=…\`), then the same series again; \`strata serve\` in its own process.`,
     '',
+    `Gateway peak RSS before the first request (started, facilities loaded): ${before.peakRssMiB} MiB.`,
+    '',
     '| request | status | seconds | gateway CPU s | gateway peak RSS MiB |',
     '| --- | ---: | ---: | ---: | ---: |',
     `| ${N.toLocaleString()} new series | ${first.status} | ${first.seconds} | ${(afterFirst.cpuSeconds - before.cpuSeconds).toFixed(2)} | ${afterFirst.peakRssMiB} |`,
@@ -58,7 +60,7 @@ try {
     `In the database afterwards: ${counts.series.toLocaleString()} series, ${counts.rows.toLocaleString()} rows (expected ${N.toLocaleString()} and ${(2 * N).toLocaleString()}).`,
   ];
   const command = `npx tsx bench/new-series.ts --url <url> --series ${N}`;
-  console.log(writeTable(values.out!, 'new-series', command, await scratch.versions(), { series: N }, table, { first, second, peakRssMiB: afterSecond.peakRssMiB, counts }));
+  console.log(writeTable(values.out!, 'new-series', command, await scratch.versions(), { series: N }, table, { first, second, startRssMiB: before.peakRssMiB, peakRssMiB: afterSecond.peakRssMiB, counts }));
   if (first.status !== 204 || second.status !== 204 || counts.series !== N || counts.rows !== 2 * N) process.exitCode = 1;
 } finally {
   await bouncer.stop();

@@ -46,6 +46,8 @@ export interface Pressure {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Points resolved against the series catalog at once (see prepare()). */
+const POINTS_PER_SLICE = 20_000;
 const floorDiv = (a: bigint, b: bigint) => (a >= 0n ? a / b : -((-a + b - 1n) / b));
 
 export class Ingestor {
@@ -98,12 +100,17 @@ export class Ingestor {
 
   private async prepare(facility: Facility, parsed: ParseResult, fast: Buffer, fastRows: number, receiveUs: number): Promise<Prepared | AcceptResult> {
     const rejected = [...parsed.errors, ...parsed.fieldErrors];
-    const rows: MetricRow[] = [];
+    const slow: Buffer[] = [];
+    let slowRows = 0;
     let overLimit = 0;
     let refusedLines = 0;
-    if (parsed.points.length > 0) {
+    const receive = BigInt(receiveUs);
+    // Points needing the catalog, a slice at a time, so a request of many new series holds the keys
+    // and rows of one slice at once.
+    for (let from = 0; from < parsed.points.length; from += POINTS_PER_SLICE) {
+      const points = parsed.points.slice(from, from + POINTS_PER_SLICE);
       const keys: SeriesKey[] = [];
-      for (const p of parsed.points) for (const f of p.fields) keys.push({ measurement: p.measurement, field: f.key, tags: p.tags });
+      for (const p of points) for (const f of p.fields) keys.push({ measurement: p.measurement, field: f.key, tags: p.tags });
       let resolved: Resolved;
       try {
         resolved = await this.series.resolve(facility.id, facility.code, keys);
@@ -116,9 +123,9 @@ export class Ingestor {
           : { status: 500, written: 0, rejected: [], message: `series catalog error: ${errorText(err)}` };
       }
       if (resolved.created) this.metrics.seriesCreated.inc(resolved.created);
-      const receive = BigInt(receiveUs);
+      const rows: MetricRow[] = [];
       let k = 0;
-      for (const p of parsed.points) {
+      for (const p of points) {
         const timeUs = p.timeNs === null ? receive : floorDiv(p.timeNs, 1000n);
         let reason: string | null = null;
         let limited = false;
@@ -127,8 +134,9 @@ export class Ingestor {
           if (id === null || id === undefined) {
             reason ??= resolved.reasons[k] ?? 'series could not be created';
             limited ||= resolved.limited[k] === true;
+          } else {
+            rows.push({ timeUs, facilityId: facility.id, seriesId: id, value: f.value });
           }
-          else rows.push({ timeUs, facilityId: facility.id, seriesId: id, value: f.value });
           k++;
         }
         if (reason !== null) {
@@ -137,9 +145,11 @@ export class Ingestor {
           rejected.push({ line: p.line, reason });
         }
       }
+      if (rows.length > 0) slow.push(encodeTuples(rows));
+      slowRows += rows.length;
     }
     rejected.sort((a, b) => a.line - b.line);
-    const rowCount = fastRows + rows.length;
+    const rowCount = fastRows + slowRows;
     this.metrics.rowsReceived.inc({ facility: facility.code }, rowCount);
     if (parsed.errors.length) this.metrics.rowsRejected.inc({ reason: 'bad_line' }, parsed.errors.length);
     if (parsed.fieldErrors.length) this.metrics.rowsRejected.inc({ reason: 'bad_field' }, parsed.fieldErrors.length);
@@ -149,7 +159,7 @@ export class Ingestor {
 
     const pressure = this.pressure(rowCount * TUPLE_BYTES);
     if (pressure) return { status: pressure.status, written: 0, rejected: [], message: pressure.message, retryAfter: pressure.retryAfter };
-    const encoded = rows.length === 0 ? fast : fastRows === 0 ? encodeTuples(rows) : Buffer.concat([fast, encodeTuples(rows)]);
+    const encoded = slow.length === 0 ? fast : fastRows === 0 && slow.length === 1 ? slow[0]! : Buffer.concat([fast, ...slow]);
     return { encoded, rowCount, rejected };
   }
 

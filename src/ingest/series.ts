@@ -57,21 +57,33 @@ interface Wanted {
   key: SeriesKey;
   bytes: Buffer;
   hash: number;
+  /** Why it was refused, once it is. */
+  reason: string | null;
+  limited: boolean;
 }
+
 
 type Row = { id: number; measurement: string; field: string; tags: Record<string, string> };
 
+// New series in one statement; each row answers with the ordinal of its input key, so the caller's
+// key bytes are reused and no tags are parsed back. (`ins` rows are invisible to the statement's own
+// scan of strata.series, hence the UNION of the inserted and the already present rows.)
 const CREATE = `
-WITH input AS (SELECT m, f, t::jsonb AS t FROM unnest($2::text[], $3::text[], $4::text[]) AS u(m, f, t)),
+WITH input AS (SELECT m, f, t::jsonb AS t, n FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(m, f, t, n)),
 ins AS (
   INSERT INTO strata.series (facility_id, measurement, field, tags)
   SELECT $1, m, f, t FROM input
   ON CONFLICT (facility_id, measurement, field, tags) DO NOTHING
-  RETURNING id, measurement, field, tags)
-SELECT id, measurement, field, tags, true AS created FROM ins
-UNION ALL
-SELECT s.id, s.measurement, s.field, s.tags, false FROM strata.series s JOIN input i
-  ON s.facility_id = $1 AND s.measurement = i.m AND s.field = i.f AND s.tags = i.t`;
+  RETURNING id, measurement, field, tags),
+found AS (
+  SELECT id, measurement, field, tags, true AS created FROM ins
+  UNION ALL
+  SELECT s.id, s.measurement, s.field, s.tags, false FROM strata.series s
+   WHERE s.facility_id = $1 AND (s.measurement, s.field, s.tags) IN (SELECT m, f, t FROM input))
+SELECT i.n::int AS n, x.id, x.created FROM input i JOIN found x ON x.measurement = i.m AND x.field = i.f AND x.tags = i.t`;
+
+/** Keys per CREATE statement: bounds the statement's parameters and answer in memory. */
+const CREATE_CHUNK = 10_000;
 
 const SELECT_ALL = 'SELECT id, measurement, field, tags FROM strata.series WHERE facility_id = $1';
 
@@ -131,68 +143,77 @@ export class SeriesCatalog {
       this.addRows(f, (await this.db.query<Row>(SELECT_ALL, [facilityId])).rows);
       f.loaded = true;
     }
-    const all = keys.map((key): Wanted => {
+    // Keys not cached, once each (found again by their bytes in a scratch index, without a string each).
+    const seen = new SeriesIndex();
+    const distinct: Wanted[] = [];
+    const slot = new Int32Array(keys.length).fill(-1);
+    const cachedId = new Int32Array(keys.length);
+    keys.forEach((key, i) => {
       const bytes = canonicalKey(key.measurement, key.tags, key.field);
-      return { key, bytes, hash: keyHash(bytes) };
+      const hash = keyHash(bytes);
+      cachedId[i] = f.index.get(bytes, hash);
+      if (cachedId[i] !== -1) return;
+      let d = seen.get(bytes, hash);
+      if (d === -1) {
+        d = distinct.length;
+        seen.add(bytes, hash, d);
+        const size = seriesKeyBytes(key);
+        const reason = size > this.limits.keyBytes ? `series key of ${size} bytes (${describeKey(key)}) exceeds the limit of ${this.limits.keyBytes} bytes` : null;
+        distinct.push({ key, bytes, hash, reason, limited: false });
+      }
+      slot[i] = d;
     });
-    const refused = new Map<string, string>();
-    const missing = new Map<string, Wanted>();
-    for (const w of all) {
-      const s = w.bytes.toString('latin1');
-      if (f.index.get(w.bytes, w.hash) !== -1 || missing.has(s) || refused.has(s)) continue;
-      const size = seriesKeyBytes(w.key);
-      if (size > this.limits.keyBytes) refused.set(s, `series key of ${size} bytes (${describeKey(w.key)}) exceeds the limit of ${this.limits.keyBytes} bytes`);
-      else missing.set(s, w);
-    }
     let created = 0;
-    const overLimit = new Set<string>();
-    if (missing.size > 0) {
-      const room = Math.max(0, this.limits.series - f.index.series);
-      const list = [...missing];
-      for (const [s, w] of list.slice(room)) {
-        refused.set(s, `series limit of ${this.limits.series} reached for facility ${code}: new series ${describeKey(w.key)} not created`);
-        overLimit.add(s);
+    const missing = distinct.filter((w) => w.reason === null);
+    const room = Math.max(0, this.limits.series - f.index.series);
+    for (const w of missing.slice(room)) {
+      w.reason = `series limit of ${this.limits.series} reached for facility ${code}: new series ${describeKey(w.key)} not created`;
+      w.limited = true;
+    }
+    const wanted = missing.slice(0, room);
+    if (wanted.length > 0) {
+      for (let i = 0; i < wanted.length; i += CREATE_CHUNK) created += await this.create(facilityId, f, wanted.slice(i, i + CREATE_CHUNK));
+      if (wanted.some((w) => w.reason === null && f.index.get(w.bytes, w.hash) === -1)) {
+        // Created by another gateway after this statement's snapshot: visible to a new statement.
+        this.addRows(f, (await this.db.query<Row>(SELECT_ALL, [facilityId])).rows);
       }
-      const wanted = list.slice(0, room).map(([, w]) => w);
-      if (wanted.length > 0) {
-        created = await this.create(facilityId, f, wanted, refused);
-        if (wanted.some((w) => f.index.get(w.bytes, w.hash) === -1 && !refused.has(w.bytes.toString('latin1')))) {
-          // Created by another gateway after this statement's snapshot: visible to a new statement.
-          this.addRows(f, (await this.db.query<Row>(SELECT_ALL, [facilityId])).rows);
-        }
-        if (created > 0) this.log.debug('series created', { facilityId, created });
-      }
+      if (created > 0) this.log.debug('series created', { facilityId, created });
     }
     const ids: (number | null)[] = [];
     const reasons: (string | null)[] = [];
     const limited: boolean[] = [];
-    for (const w of all) {
-      const id = f.index.get(w.bytes, w.hash);
-      const s = id === -1 ? w.bytes.toString('latin1') : '';
+    keys.forEach((_key, i) => {
+      const w = slot[i]! >= 0 ? distinct[slot[i]!]! : null;
+      const id = w ? f.index.get(w.bytes, w.hash) : cachedId[i]!;
       ids.push(id === -1 ? null : id);
-      reasons.push(id === -1 ? (refused.get(s) ?? 'series could not be created') : null);
-      limited.push(id === -1 && overLimit.has(s));
-    }
+      reasons.push(id === -1 ? (w?.reason ?? 'series could not be created') : null);
+      limited.push(id === -1 && w?.limited === true);
+    });
     return { ids, reasons, limited, created };
   }
 
   /** Creates `wanted` in one statement; when the database refuses the data, bisects to the keys at fault. */
-  private async create(facilityId: number, f: FacilitySeries, wanted: Wanted[], refused: Map<string, string>): Promise<number> {
+  private async create(facilityId: number, f: FacilitySeries, wanted: Wanted[]): Promise<number> {
     const args = [facilityId, wanted.map((w) => w.key.measurement), wanted.map((w) => w.key.field), wanted.map((w) => JSON.stringify(Object.fromEntries(w.key.tags)))];
     try {
-      const r = await this.db.query<Row & { created: boolean }>(CREATE, args);
-      this.addRows(f, r.rows);
-      return r.rows.filter((row) => row.created).length;
+      const r = await this.db.query<{ n: number; id: number; created: boolean }>(CREATE, args);
+      let created = 0;
+      for (const row of r.rows) {
+        const w = wanted[row.n - 1]!;
+        f.index.add(w.bytes, w.hash, row.id);
+        if (row.created) created++;
+      }
+      return created;
     } catch (err) {
       if (!isDataError(err)) throw err;
       if (wanted.length === 1) {
         const w = wanted[0]!;
-        refused.set(w.bytes.toString('latin1'), `the database refused series ${describeKey(w.key)}: ${errorText(err)}`);
+        w.reason = `the database refused series ${describeKey(w.key)}: ${errorText(err)}`;
         this.log.warn('series refused by the database', { facilityId, error: err });
         return 0;
       }
       const half = wanted.length >> 1;
-      return (await this.create(facilityId, f, wanted.slice(0, half), refused)) + (await this.create(facilityId, f, wanted.slice(half), refused));
+      return (await this.create(facilityId, f, wanted.slice(0, half))) + (await this.create(facilityId, f, wanted.slice(half)));
     }
   }
 }
