@@ -9,6 +9,8 @@
 //   timestamps microseconds since 1970 as a double, exact while |µs| < 8·10^15 (so µs since 2000 stays below 2^53); the
 //              last three digits of ns are dropped with floor semantics for negative times
 
+import { COMMA, SPACE } from './ascii.ts';
+
 /** Where a reader leaves its number. */
 export const read = new Float64Array(1);
 
@@ -19,8 +21,6 @@ const D9 = 57;
 
 const isDigit = (c: number) => c >= D0 && c <= D9;
 
-const COMMA = 44;
-const SPACE = 32;
 /** Whether `b[i]` ends a field value: the end of the line, a comma or a space. */
 const ends = (b: Uint8Array, i: number, e: number) => i === e || b[i] === COMMA || b[i] === SPACE;
 

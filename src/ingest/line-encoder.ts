@@ -6,10 +6,11 @@
 // a series not cached yet — goes to the full parser (lineprotocol.ts) by byte span, which returns
 // a point for the series catalog or the line's error. Both paths see the same lines (line-scan.ts).
 import { isUtf8 } from 'node:buffer';
+import { BACKSLASH, COMMA, EQUALS, HASH, MINUS, SPACE } from './ascii.ts';
 import { read, readTimeUs, readValue } from './byte-values.ts';
 import { forEachLine } from './line-scan.ts';
 import { parseLineAt, type ParseResult, type Precision } from './lineprotocol.ts';
-import { HASH_START, SPACE, hashByte, hashBytes } from './series-key.ts';
+import { HASH_START, hashByte, hashBytes } from './series-key.ts';
 import { viewOf, type SeriesIndex } from './series-index.ts';
 import { TUPLE_BYTES } from './copy-encode.ts';
 
@@ -20,11 +21,6 @@ export interface Encoded extends ParseResult {
   /** `points` are the lines the fast path left to the full parser: their series must be resolved. */
 }
 
-const COMMA = 44;
-const EQUALS = 61;
-const BACKSLASH = 92;
-const HASH = 35;
-const MINUS = 45;
 const MAX_TAGS = 32;
 const MAX_FIELDS = 64;
 const SLAB_BYTES = 1 << 20;

@@ -7,15 +7,8 @@
 // `"`. A string still open at the end of the body is unterminated: its line then ends at its first
 // newline, so an unterminated string rejects one line and never swallows the rest of the body.
 // `#` after leading whitespace starts a comment line, which always ends at its newline.
+import { BACKSLASH, CR, EQUALS, HASH, NL, QUOTE, SPACE, TAB } from './ascii.ts';
 
-const NL = 10;
-const CR = 13;
-const SPACE = 32;
-const TAB = 9;
-const QUOTE = 34;
-const HASH = 35;
-const EQUALS = 61;
-const BACKSLASH = 92;
 
 /** Calls `line(start, end, number)` for every line of `body[0, n)`; numbers count physical lines from 1. */
 export function forEachLine(body: Uint8Array, line: (start: number, end: number, number: number) => void): void {

@@ -3,6 +3,8 @@
 // entry numbers finds them by hash + byte compare. Besides canonical keys it holds aliases: the
 // bytes of a line whose tags arrived unsorted, so that line is found as sent next time.
 
+import { SPACE } from './ascii.ts';
+
 const EMPTY = -1;
 
 /** Mixes the FNV hash's bits so a power-of-two table uses all of them (murmur3's finaliser). */
@@ -53,7 +55,7 @@ export class SeriesIndex {
     let i = 0;
     for (; i + 4 <= headLen; i += 4) if (words.getInt32(o + i) !== view.getInt32(hs + i)) return false;
     for (; i < headLen; i++) if (arena[o + i] !== src[hs + i]) return false;
-    if (arena[o + headLen] !== 32) return false;
+    if (arena[o + headLen] !== SPACE) return false;
     const a = o + headLen + 1 - fs;
     for (let i = fs; i < fe; i++) if (arena[a + i] !== src[i]) return false;
     return true;
@@ -61,7 +63,7 @@ export class SeriesIndex {
 
   /** The id of a whole key, or -1. (find() compares head + space + field as one run of bytes, so any space of the key splits it.) */
   get(key: Uint8Array, hash: number): number {
-    const sp = key.indexOf(32);
+    const sp = key.indexOf(SPACE);
     return sp < 0 ? -1 : this.find(hash, key, viewOf(key), 0, sp, sp + 1, key.length);
   }
 

@@ -9,7 +9,6 @@
 
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
-export const SPACE = 32;
 
 /** FNV-1a over `bytes[start, end)`, continuing from `h`. */
 export function hashBytes(h: number, bytes: Uint8Array, start: number, end: number): number {
