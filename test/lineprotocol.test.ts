@@ -72,6 +72,16 @@ describe('line protocol: accepted lines', () => {
     expect(r.errors).toEqual([{ line: 3, reason: 'field "v": invalid field value "1\\"x"' }]);
   });
 
+  it('takes a joined line back to its first line when it does not parse, so a later quote cannot swallow good lines', () => {
+    // The quote opened on line 1 seems closed on line 2; joined, the two do not parse.
+    const r = parseLineProtocol('m s="x\nm v=1,s="y"\nm v=2\n');
+    expect(r.errors).toEqual([{ line: 1, reason: 'field "s": unterminated string' }]);
+    expect(r.points.map((p) => [p.line, p.fields])).toEqual([
+      [2, [{ key: 'v', value: 1 }]],
+      [3, [{ key: 'v', value: 2 }]],
+    ]);
+  });
+
   it('ends a line at every newline, so an unterminated string cannot swallow the next line', () => {
     const r = parseLineProtocol('m s="two\nm v=2 6');
     expect(r.errors).toEqual([{ line: 1, reason: 'field "s": unterminated string' }]);

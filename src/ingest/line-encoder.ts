@@ -68,16 +68,16 @@ export class LineEncoder {
     this.used = 0;
     this.bodyView = viewOf(body);
     let room = aliasRoom;
-    forEachLine(body, (s, e, line) => {
-      if (s === e) return;
+    forEachLine(body, (s, e, line, joined) => {
+      if (s === e) return true;
       if (index && e - s <= maxLineBytes && (!checkUtf8 || isUtf8(body.subarray(s, e)))) {
         const r = this.fastLine(body, s, e, precision, facilityId, index, receiveUs, room > 0);
         if (r >= 0) {
           room -= r;
-          return;
+          return true;
         }
       }
-      parseLineAt(body, s, e, line, precision, maxLineBytes, checkUtf8, out);
+      return parseLineAt(body, s, e, line, precision, maxLineBytes, checkUtf8, out, joined);
     });
     out.rows = this.used / TUPLE_BYTES;
     this.bodyView = viewOf(EMPTY);

@@ -5,13 +5,20 @@
 // a newline belongs to the string, as in InfluxDB. A string opens at a `"` right after the `=` of a
 // field (the fields section begins at the first unescaped space) and closes at the next unescaped
 // `"`. A string still open at the end of the body is unterminated: its line then ends at its first
-// newline, so an unterminated string rejects one line and never swallows the rest of the body.
+// newline. A line joined across newlines that the parser then refuses is taken back to its first
+// physical line (an unterminated string whose quote a later line seemed to close), so one bad line
+// never costs the lines after it.
 // `#` after leading whitespace starts a comment line, which always ends at its newline.
 import { BACKSLASH, CR, EQUALS, HASH, NL, QUOTE, SPACE, TAB } from './ascii.ts';
 
 
-/** Calls `line(start, end, number)` for every line of `body[0, n)`; numbers count physical lines from 1. */
-export function forEachLine(body: Uint8Array, line: (start: number, end: number, number: number) => void): void {
+/**
+ * Calls `line(start, end, number, joined)` for every line of `body[0, n)`; numbers count physical
+ * lines from 1. `joined` says the line spans newlines inside a string: the callback then returns
+ * false, recording nothing, when the line does not parse, and is called again for the first physical
+ * line alone (the scan goes on after it).
+ */
+export function forEachLine(body: Uint8Array, line: (start: number, end: number, number: number, joined: boolean) => boolean | void): void {
   const n = body.length;
   let nextQuote = body.indexOf(QUOTE);
   if (nextQuote < 0) nextQuote = n;
@@ -32,8 +39,14 @@ export function forEachLine(body: Uint8Array, line: (start: number, end: number,
         for (let j = nl; j < q; j++) if (body[j] === NL) newlines++;
       }
     }
-    const e = end > i && body[end - 1] === CR ? end - 1 : end;
-    line(i, e, number);
+    const cr = (x: number) => (x > i && body[x - 1] === CR ? x - 1 : x);
+    if (newlines > 0 && line(i, cr(end), number, true) === false) {
+      end = nl;
+      newlines = 0;
+      line(i, cr(end), number, false);
+    } else if (newlines === 0) {
+      line(i, cr(end), number, false);
+    }
     number += newlines + 1;
     i = end + 1;
   }

@@ -193,19 +193,29 @@ export const MAX_LINE_BYTES = 1 << 20;
 /**
  * Parses the line at `body[start, end)` into `out`. `checkUtf8` when the body as a whole is not
  * valid UTF-8 (then each line is checked on its own, so one bad line does not reject the rest).
+ * A `joined` line (one spanning newlines inside a string, line-scan.ts) that does not parse is not
+ * recorded: false tells the scanner to take back its first physical line alone.
  */
-export function parseLineAt(body: Uint8Array, start: number, end: number, line: number, precision: Precision, maxLineBytes: number, checkUtf8: boolean, out: ParseResult): void {
+export function parseLineAt(body: Uint8Array, start: number, end: number, line: number, precision: Precision, maxLineBytes: number, checkUtf8: boolean, out: ParseResult, joined = false): boolean {
+  if (joined) {
+    const alone: ParseResult = { points: [], errors: [], fieldErrors: [] };
+    parseLineAt(body, start, end, line, precision, maxLineBytes, checkUtf8, alone);
+    if (alone.errors.length > 0) return false;
+    out.points.push(...alone.points);
+    out.fieldErrors.push(...alone.fieldErrors);
+    return true;
+  }
   if (end - start > maxLineBytes) {
     out.errors.push({ line, reason: `line is ${end - start} bytes long; the limit is ${maxLineBytes}` });
-    return;
+    return true;
   }
   const bytes = body.subarray(start, end);
   if (checkUtf8 && !isUtf8(bytes)) {
     out.errors.push({ line, reason: 'invalid UTF-8' });
-    return;
+    return true;
   }
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8').trimStart();
-  if (text === '' || text.startsWith('#')) return;
+  if (text === '' || text.startsWith('#')) return true;
   const fieldErrors: LineError[] = [];
   try {
     const p = parseLine(text, line, precision, fieldErrors);
@@ -215,6 +225,7 @@ export function parseLineAt(body: Uint8Array, start: number, end: number, line: 
     if (!(err instanceof LineFault)) throw err;
     out.errors.push({ line, reason: err.message });
   }
+  return true;
 }
 
 /** The full parser over a whole body (the reference the fast path is tested against). */
@@ -222,6 +233,6 @@ export function parseLineProtocol(body: Uint8Array | string, precision: Precisio
   const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
   const out: ParseResult = { points: [], errors: [], fieldErrors: [] };
   const checkUtf8 = !isUtf8(bytes);
-  forEachLine(bytes, (start, end, line) => parseLineAt(bytes, start, end, line, precision, maxLineBytes, checkUtf8, out));
+  forEachLine(bytes, (start, end, line, joined) => parseLineAt(bytes, start, end, line, precision, maxLineBytes, checkUtf8, out, joined));
   return out;
 }

@@ -171,6 +171,7 @@ const CASES: Case[] = [
   { name: 'newline inside a quoted string, with a number', body: 'nl_str2 v=1,s="x\nphantom2 a=1,b=2,c=3\n"', influx: ok(2), strata: bad(1), why: STRINGS },
   { name: 'unterminated quote', body: 'unterm s="abc', influx: bad(), strata: bad() },
   { name: 'unterminated quote before a good line', body: `unterm2 v=1,s="abc ${T}\nunterm2 v=2 ${T + 1n}`, influx: bad(), strata: bad(1), why: 'InfluxDB lets an unterminated string swallow the rest of the body; Strata ends that line at its newline, so one bad line costs only itself' },
+  { name: 'unterminated quote, then a line whose quote seems to close it', body: `unterm3 s="x ${T}\nunterm3 v=1,s="y" ${T + 1n}\nunterm3 v=2 ${T + 2n}`, influx: bad(0), strata: bad(2), why: 'InfluxDB reads the whole body as one line with unbalanced quotes and stores nothing; Strata takes the joined line back to its first line when it does not parse, so the second line\'s number is kept (its string field is refused per field)' },
   { name: 'separators inside a quoted string', body: 'q_sep s="a, b=c d",v=1', influx: ok(2), strata: bad(1), why: STRINGS },
   { name: 'escaped backslash ending a string', body: 'q_bs s="a\\\\",v=1', influx: ok(2), strata: bad(1), why: STRINGS },
   { name: 'quote inside a measurement', body: 'q_m"x v=1', influx: ok(), strata: ok() },
