@@ -2,8 +2,8 @@
 //   retry  transient: the same batch may succeed later (connection lost, server restarting,
 //          read-only after a failover, serialization failure, deadlock) — back off and retry,
 //          then spool.
-//   data   the rows themselves are refused (classes 22 data exception, 23 integrity violation):
-//          only the offending request's rows are rejected.
+//   data   the rows themselves are refused (classes 22 data exception, 23 integrity violation,
+//          54 program limit such as an index row too large): only the offending rows are rejected.
 //   fatal  anything else (missing table, permission denied, syntax): retrying cannot help and the
 //          rows are not at fault, so the request fails with 500 and the collector keeps its data.
 //          Unknown SQLSTATEs are fatal rather than retried so a misconfiguration surfaces at once
@@ -20,7 +20,7 @@ export function classify(err: unknown): ErrorClass {
   const state = sqlState(err);
   if (state) {
     if (state.startsWith('08') || RETRY_STATES.has(state)) return 'retry';
-    if (state.startsWith('22') || state.startsWith('23')) return 'data';
+    if (state.startsWith('22') || state.startsWith('23') || state.startsWith('54')) return 'data';
     return 'fatal';
   }
   if (err instanceof StrataError && err.code === 'db_connect') return 'retry';

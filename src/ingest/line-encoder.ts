@@ -104,7 +104,7 @@ export class LineEncoder {
       const c = b[j]!;
       if (c === COMMA || c === SPACE) break;
       if (c === BACKSLASH || c === 0) return -1;
-      h = Math.imul(h ^ c, 0x01000193);
+      h = hashByte(h, c);
     }
     const measurementEnd = j;
     let nt = 0;
@@ -116,7 +116,7 @@ export class LineEncoder {
         const c = b[j]!;
         if (c === EQUALS) break;
         if (c === COMMA || c === SPACE || c === BACKSLASH || c === 0) return -1;
-        h = Math.imul(h ^ c, 0x01000193);
+        h = hashByte(h, c);
       }
       const ke = j;
       if (ke === ks || j >= e || isTime(b, ks, ke)) return -1;
@@ -126,7 +126,7 @@ export class LineEncoder {
         const c = b[j]!;
         if (c === COMMA || c === SPACE) break;
         if (c === EQUALS || c === BACKSLASH || c === 0) return -1;
-        h = Math.imul(h ^ c, 0x01000193);
+        h = hashByte(h, c);
       }
       if (j === vs || nt === MAX_TAGS) return -1;
       const t = nt * 4;
@@ -157,7 +157,7 @@ export class LineEncoder {
         const c = b[j]!;
         if (c === EQUALS) break;
         if (c === COMMA || c === SPACE || c === BACKSLASH || c === 0) return -1;
-        fh = Math.imul(fh ^ c, 0x01000193);
+        fh = hashByte(fh, c);
       }
       const fe = j;
       if (fe === fs || j >= e || isTime(b, fs, fe)) return -1;
@@ -220,8 +220,11 @@ export class LineEncoder {
   private findCanonical(b: Buffer, s: number, measurementEnd: number, headEnd: number, nt: number, fs: number, fe: number, index: SeriesIndex): number {
     const headLen = headEnd - s;
     if (headLen + 1 + (fe - fs) > this.canon.length) {
-      this.canon = Buffer.allocUnsafe(2 * (headLen + 1 + (fe - fs)));
-      this.canonView = viewOf(this.canon);
+      // Keep the sorted head already built for this line's earlier fields.
+      const bigger = Buffer.allocUnsafe(2 * (headLen + 1 + (fe - fs)));
+      if (this.canonLen > 0) this.canon.copy(bigger, 0, 0, this.canonLen);
+      this.canon = bigger;
+      this.canonView = viewOf(bigger);
     }
     const c = this.canon;
     if (this.canonLen < 0) {

@@ -6,8 +6,9 @@
 // key limit, or refused by the database for its data (SQLSTATE class 22, 23 or 54; found by bisecting
 // the statement's keys, so the other keys of the request are still created).
 import type { Queryable } from '../db/port.ts';
-import { errorText, sqlState } from '../errors.ts';
+import { errorText } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { classify } from './classify.ts';
 import { SeriesIndex } from './series-index.ts';
 import { canonicalKey, keyHash } from './series-key.ts';
 
@@ -87,8 +88,6 @@ const CREATE_CHUNK = 10_000;
 
 const SELECT_ALL = 'SELECT id, measurement, field, tags FROM strata.series WHERE facility_id = $1';
 
-/** Error classes caused by the data itself: data exception, integrity violation, program limit (index row size). */
-const isDataError = (err: unknown) => /^(22|23|54)/.test(sqlState(err) ?? '');
 
 const describeKey = (k: SeriesKey) => `${k.measurement.slice(0, 60)}${k.measurement.length > 60 ? '…' : ''}.${k.field.slice(0, 60)}`;
 
@@ -205,7 +204,7 @@ export class SeriesCatalog {
       }
       return created;
     } catch (err) {
-      if (!isDataError(err)) throw err;
+      if (classify(err) !== 'data') throw err;
       if (wanted.length === 1) {
         const w = wanted[0]!;
         w.reason = `the database refused series ${describeKey(w.key)}: ${errorText(err)}`;

@@ -20,6 +20,7 @@ describe('classify', () => {
     ['22P02', 'data'], // invalid text representation
     ['23514', 'data'], // check violation
     ['23503', 'data'], // foreign key violation
+    ['54000', 'data'], // program limit exceeded: index row too large
     ['42P01', 'fatal'], // undefined table: retrying cannot help
     ['42501', 'fatal'], // insufficient privilege
     ['XX000', 'fatal'], // internal error

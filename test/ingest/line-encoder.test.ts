@@ -172,6 +172,15 @@ describe('fast path against the full parser', () => {
     expect(both(b, 'ns', ids, index).fast).toEqual(both(b, 'ns', ids, index).ref);
   });
 
+  it('finds every field of a line with unsorted tags when a long field key outgrows its scratch buffer', () => {
+    const b = Buffer.from(`m,b=1,a=1 v=1,${'k'.repeat(5000)}=2 5\n`);
+    const ids = new Ids();
+    parseLineProtocol(b).points.forEach((p) => p.fields.forEach((f) => ids.of(p, f.key)));
+    const r = both(b, 'ns', ids, ids.index(), new LineEncoder());
+    expect(r.fast).toEqual(r.ref);
+    expect(r.fastRows).toBe(2);
+  });
+
   it('keeps no alias beyond its room and still finds the series', () => {
     const b = Buffer.from('m,b=1,a=1 v=1\nm,b=2,a=1 v=1\n');
     const ids = new Ids();
