@@ -204,7 +204,7 @@ export async function startInflux(opts: { database?: string; timeoutMs?: number;
   let last: unknown;
   for (let i = 0; i < attempts; i++) {
     try {
-      return await startOnce(opts.database ?? 'conf', opts.timeoutMs ?? 20_000);
+      return await startOnce(opts.database ?? 'conf', opts.timeoutMs ?? 60_000);
     } catch (err) {
       last = err;
       if (/cannot run/.test((err as Error).message)) break;
