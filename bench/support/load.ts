@@ -52,14 +52,23 @@ export interface LoadResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A keep-alive connection the gateway closed as idle just as the client reused it: nothing was sent on it. */
+const idleClosed = (err: unknown) => (err as { cause?: { code?: string } })?.cause?.code === 'UND_ERR_SOCKET';
+
 async function send(url: string, token: string, b: Batch, gzip: boolean, precision: Precision): Promise<{ status: number; retryAfter: number }> {
-  const res = await fetch(`${url}/api/v2/write?precision=${precision}`, {
-    method: 'POST',
-    body: b.body as BodyInit,
-    headers: { Authorization: `Token ${token}`, ...(gzip ? { 'Content-Encoding': 'gzip' } : {}) },
-  });
-  await res.arrayBuffer();
-  return { status: res.status, retryAfter: Number(res.headers.get('retry-after') ?? 1) };
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await fetch(`${url}/api/v2/write?precision=${precision}`, {
+        method: 'POST',
+        body: b.body as BodyInit,
+        headers: { Authorization: `Token ${token}`, ...(gzip ? { 'Content-Encoding': 'gzip' } : {}) },
+      });
+      await res.arrayBuffer();
+      return { status: res.status, retryAfter: Number(res.headers.get('retry-after') ?? 1) };
+    } catch (err) {
+      if (!idleClosed(err) || attempt === 3) throw err;
+    }
+  }
 }
 
 export async function drive(o: LoadOptions): Promise<LoadResult> {

@@ -10,7 +10,9 @@ import { BACKSLASH, COMMA, EQUALS, HASH, MINUS, SPACE } from './ascii.ts';
 import { read, readTimeUs, readValue } from './byte-values.ts';
 import { forEachLine } from './line-scan.ts';
 import { parseLineAt, type ParseResult, type Precision } from './lineprotocol.ts';
-import { HASH_START, hashByte, hashBytes } from './series-key.ts';
+// The per-byte hash steps in fastLine are hashByte() written out, as measured: a function that large
+// may be past V8's inlining budget, and a call per byte would be a real call.
+import { FNV_PRIME, HASH_START, hashByte, hashBytes } from './series-key.ts';
 import { viewOf, type SeriesIndex } from './series-index.ts';
 import { TUPLE_BYTES } from './copy-encode.ts';
 
@@ -104,7 +106,7 @@ export class LineEncoder {
       const c = b[j]!;
       if (c === COMMA || c === SPACE) break;
       if (c === BACKSLASH || c === 0) return -1;
-      h = hashByte(h, c);
+      h = Math.imul(h ^ c, FNV_PRIME);
     }
     const measurementEnd = j;
     let nt = 0;
@@ -116,7 +118,7 @@ export class LineEncoder {
         const c = b[j]!;
         if (c === EQUALS) break;
         if (c === COMMA || c === SPACE || c === BACKSLASH || c === 0) return -1;
-        h = hashByte(h, c);
+        h = Math.imul(h ^ c, FNV_PRIME);
       }
       const ke = j;
       if (ke === ks || j >= e || isTime(b, ks, ke)) return -1;
@@ -126,7 +128,7 @@ export class LineEncoder {
         const c = b[j]!;
         if (c === COMMA || c === SPACE) break;
         if (c === EQUALS || c === BACKSLASH || c === 0) return -1;
-        h = hashByte(h, c);
+        h = Math.imul(h ^ c, FNV_PRIME);
       }
       if (j === vs || nt === MAX_TAGS) return -1;
       const t = nt * 4;
@@ -157,7 +159,7 @@ export class LineEncoder {
         const c = b[j]!;
         if (c === EQUALS) break;
         if (c === COMMA || c === SPACE || c === BACKSLASH || c === 0) return -1;
-        fh = hashByte(fh, c);
+        fh = Math.imul(fh ^ c, FNV_PRIME);
       }
       const fe = j;
       if (fe === fs || j >= e || isTime(b, fs, fe)) return -1;

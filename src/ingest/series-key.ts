@@ -8,7 +8,7 @@
 // so the fast path looks its bytes up as they arrived; every other line's key is built here.
 
 const FNV_OFFSET = 0x811c9dc5;
-const FNV_PRIME = 0x01000193;
+export const FNV_PRIME = 0x01000193;
 
 /** FNV-1a over `bytes[start, end)`, continuing from `h`. */
 export function hashBytes(h: number, bytes: Uint8Array, start: number, end: number): number {
