@@ -1,10 +1,13 @@
 // Command line: parses arguments, loads configuration, and calls the modules below. Nothing imports it.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig, requireSetting, type Config } from './config.ts';
 import { migrate } from './db/migrate.ts';
+import { pgliteDir } from './db/dir-lock.ts';
+import { askHolder, strataEnv } from './dev-socket.ts';
 import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { runDev } from './dev.ts';
@@ -14,6 +17,7 @@ import { addFacility, listFacilities } from './facilities/registry.ts';
 import { createLogger, type Logger } from './log.ts';
 import { serve } from './serve.ts';
 import { sizeCommand } from './sizing/command.ts';
+import { spoolCommand } from './ingest/spool-command.ts';
 import { formatStatus, readStatus } from './status.ts';
 import { tierCommand } from './tiering/command.ts';
 import { archiveCommand } from './backup/command.ts';
@@ -56,6 +60,10 @@ commands:
   archive lifecycle [--apply] [--json]
                                     the equivalent S3 lifecycle rules (printed, or applied to the bucket)
   worker                            scheduled tiering then archive (STRATA_TIER_SCHEDULE), metrics on STRATA_WORKER_LISTEN
+  spool inspect <dir> [--records] [--json]
+                                    a gateway spool's segments and quarantine: records, rows, bytes, damage
+  spool replay <dir> [--json]       commit the intact records kept in <dir>/quarantine/ (STRATA_DATABASE_URL;
+                                    exactly once by batch id) and remove them; refused while a gateway holds <dir>
 
 options:
   --config <file>   JSON file of settings (environment variables override it)
@@ -78,6 +86,8 @@ export interface Io {
   out: (text: string) => void;
   err: (text: string) => void;
   env: NodeJS.ProcessEnv;
+  /** Set when `strata dev` runs a command forwarded to it: its own open database, used instead of opening one. */
+  db?: Db;
 }
 
 const defaultIo: Io = {
@@ -90,7 +100,8 @@ function version(): string {
   return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
-async function withAdminDb<T>(config: Config, purpose: string, log: Logger, fn: (db: Db) => Promise<T>, max = 2): Promise<T> {
+async function withAdminDb<T>(config: Config, purpose: string, log: Logger, fn: (db: Db) => Promise<T>, max = 2, held?: Db): Promise<T> {
+  if (held) return fn(held); // a command forwarded to strata dev: its database stays open
   const url = requireSetting(config, 'adminDatabaseUrl', `${purpose} (a direct connection to the primary, not through PgBouncer)`);
   const db = await openDb(url, { logger: log, max, applicationName: 'strata-admin' });
   try {
@@ -98,6 +109,26 @@ async function withAdminDb<T>(config: Config, purpose: string, log: Logger, fn: 
   } finally {
     await db.close();
   }
+}
+
+/**
+ * The commands that only read, and so may be answered by a running `strata dev` that holds the
+ * embedded directory (src/dev-socket.ts); every other command opening it is refused by its lock.
+ */
+function readOnlyCommand(command: string, args: string[]): boolean {
+  const sub = args[0];
+  return command === 'status' || (command === 'facility' && sub === 'list') || (command === 'tier' && sub === 'plan') || (command === 'archive' && (sub === 'plan' || sub === 'list'));
+}
+
+/** The embedded directory an admin command would open: STRATA_ADMIN_DATABASE_URL's, or strata dev's when that is unset. */
+function adminEmbeddedDir(config: Config): string | undefined {
+  if (config.adminDatabaseUrl === undefined) return resolve(config.devDir, 'pgdata');
+  return config.adminDatabaseUrl.startsWith('pglite:') ? pgliteDir(config.adminDatabaseUrl) : undefined;
+}
+
+/** argv for another process: a relative --config file resolved from here. */
+function portableArgv(argv: string[]): string[] {
+  return argv.map((a, i) => (argv[i - 1] === '--config' ? resolve(a) : a.startsWith('--config=') ? `--config=${resolve(a.slice('--config='.length))}` : a));
 }
 
 function table(rows: string[][]): string {
@@ -136,7 +167,7 @@ async function facilityCommand(args: string[], config: Config, log: Logger, io: 
   }
   if (sub === 'list') {
     const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean' } } });
-    const facilities = await withAdminDb(config, 'for strata facility list', log, (db) => listFacilities(db));
+    const facilities = await withAdminDb(config, 'for strata facility list', log, (db) => listFacilities(db), 2, io.db);
     if (values.json) io.out(JSON.stringify(facilities, null, 2));
     else if (facilities.length === 0) io.out('no facilities registered (add one with: strata facility add <code> --region <region>)');
     else
@@ -181,10 +212,19 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
     const args = rest.slice(rest.indexOf(command) + 1);
     const config = loadConfig({ env: io.env, ...(typeof values.config === 'string' ? { file: values.config } : {}) });
     const log = createLogger(config.logLevel, (line) => io.err(line));
+    if (io.db && !readOnlyCommand(command, args)) {
+      throw new StrataError('not_read_only', `strata ${command}${args[0] ? ` ${args[0]}` : ''} changes the database, so strata dev does not run it for another process; stop strata dev first`);
+    }
+    if (!io.db && readOnlyCommand(command, args)) {
+      // While strata dev holds the embedded directory, it answers this command on its own connection.
+      const dir = adminEmbeddedDir(config);
+      const code = dir === undefined ? undefined : await askHolder(dir, portableArgv(argv), strataEnv(io.env), io);
+      if (code !== undefined) return code;
+    }
 
     switch (command) {
       case 'dev':
-        await runDev(config, log, io.out);
+        await runDev(config, log, io.out, (forwarded, env, sink, db) => main(forwarded, { ...sink, env, db }));
         return 0;
       case 'bench': {
         // The harness lives in bench/ (it drives a gateway process and baselines); run it as its own process.
@@ -199,7 +239,7 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         return 0;
       case 'migrate': {
         const r = await withAdminDb(config, 'for strata migrate', log, (db) =>
-          migrate(db, { chunkInterval: config.chunkInterval, warmTablespace: config.warmTablespace, coldTablespace: config.coldTablespace, logger: log }),
+          migrate(db, { chunkInterval: config.chunkInterval, archiveAfter: config.archiveAfter, warmTablespace: config.warmTablespace, coldTablespace: config.coldTablespace, logger: log }),
         );
         io.out(r.applied.length ? `applied ${r.applied.length} migrations: ${r.applied.join(', ')}` : `schema up to date (${r.alreadyApplied} migrations applied earlier)`);
         io.out(`timescaledb ${r.timescaledbVersion} (license: ${r.license}); chunk interval ${r.chunkInterval.after}`);
@@ -207,19 +247,21 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         return 0;
       }
       case 'status':
-        io.out(formatStatus(await withAdminDb(config, 'for strata status', log, (db) => readStatus(db))));
+        io.out(formatStatus(await withAdminDb(config, 'for strata status', log, (db) => readStatus(db), 2, io.db)));
         return 0;
       case 'facility':
         return await facilityCommand(args, config, log, io);
       case 'worker':
         await runWorker(config, log, io.out);
         return 0;
+      case 'spool':
+        return await spoolCommand(args, config, log, io.out);
       case 'tier':
         // One connection: the run's session advisory lock and lock_timeout live on it.
-        return await withAdminDb(config, 'for strata tier', log, (db) => tierCommand(args, config, log, db, io.out), 1);
+        return await withAdminDb(config, 'for strata tier', log, (db) => tierCommand(args, config, log, db, io.out), 1, io.db);
       case 'archive':
         // One connection, as for tier: the chunk-job lock is a session lock.
-        return await withAdminDb(config, 'for strata archive', log, (db) => archiveCommand(args, config, log, db, io.out), 1);
+        return await withAdminDb(config, 'for strata archive', log, (db) => archiveCommand(args, config, log, db, io.out), 1, io.db);
       default:
         throw new UsageError(`unknown command "${command}"; run strata --help`);
     }

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 import { redact, redactUrl, registerSecret } from './redact.ts';
+import { parseSpan } from './units.ts';
 
 const INTERVAL = /^\s*(\d+)\s*(seconds?|minutes?|hours?|days?|weeks?)\s*$/i;
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -47,6 +48,10 @@ const listen = (example: string) =>
 /** A whole number of at least `min`; environment variables arrive as text. */
 const count = (min: number) => z.coerce.number({ error: 'must be a whole number' }).int('must be a whole number').min(min, `must be at least ${min}`);
 
+/** A span of whole units, seconds to years ("10 years", "36 hours"), of at least `min` of them. */
+const span = (min: number) =>
+  z.string().refine((v) => (parseSpan(v) ?? -1) >= min, `must be a whole number of seconds, minutes, hours, days, weeks, months or years${min > 0 ? ' (at least 1)' : ''}, such as "10 years" or "1 day"`);
+
 const tablespace = z.string().regex(IDENT, 'must be a lowercase PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 characters)');
 
 export const configSchema = z
@@ -74,6 +79,8 @@ export const configSchema = z
     // bytes plus the row's other columns must stay below that.
     seriesKeyMaxBytes: count(16).max(2_600, 'must be at most 2600 (a series index row holds at most 2704 bytes)').default(2_048),
     lineMaxBytes: count(64).default(1 << 20),
+    timeMaxPast: span(1).default('10 years'),
+    timeMaxFuture: span(0).default('1 day'),
     ledgerRetention: interval.default('2 days'),
     tierWarmAfter: age.default('30 days'),
     tierColdAfter: age.default('180 days'),
@@ -136,6 +143,8 @@ export const ENV_NAMES: Record<Key, string> = {
   seriesLimit: 'STRATA_SERIES_LIMIT',
   seriesKeyMaxBytes: 'STRATA_SERIES_KEY_MAX_BYTES',
   lineMaxBytes: 'STRATA_LINE_MAX_BYTES',
+  timeMaxPast: 'STRATA_TIME_MAX_PAST',
+  timeMaxFuture: 'STRATA_TIME_MAX_FUTURE',
   ledgerRetention: 'STRATA_LEDGER_RETENTION',
   tierWarmAfter: 'STRATA_TIER_WARM_AFTER',
   tierColdAfter: 'STRATA_TIER_COLD_AFTER',

@@ -16,6 +16,7 @@ import { policyFromConfig } from './tiering/policy.ts';
 import { startWorker, type Worker } from './worker.ts';
 import type { Logger } from './log.ts';
 import { gatewayOptions, runGateway, untilSignal } from './serve.ts';
+import { serveCommands, type CommandRunner, type CommandSocket } from './dev-socket.ts';
 import { formatStatus, readStatus } from './status.ts';
 
 const DEMO = 'demo';
@@ -57,7 +58,11 @@ export function devInstructions(url: string, token: string): string {
   ].join('\n');
 }
 
-export async function runDev(config: Config, log: Logger, out: (text: string) => void): Promise<void> {
+/**
+ * `commands` (from the command line) runs the read-only commands that other processes forward to
+ * this one while it holds the data directory (src/dev-socket.ts).
+ */
+export async function runDev(config: Config, log: Logger, out: (text: string) => void, commands?: CommandRunner): Promise<void> {
   const dir = resolve(config.devDir);
   mkdirSync(dir, { recursive: true });
   const url = `pglite:${join(dir, 'pgdata')}`;
@@ -68,7 +73,7 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
     const cold = config.coldTablespace ?? 'cold_data';
     await db.ensureTablespace(warm);
     await db.ensureTablespace(cold);
-    const result = await migrate(db, { chunkInterval: config.chunkInterval, warmTablespace: warm, coldTablespace: cold, logger: log });
+    const result = await migrate(db, { chunkInterval: config.chunkInterval, archiveAfter: config.archiveAfter, warmTablespace: warm, coldTablespace: cold, logger: log });
     out(result.applied.length ? `applied ${result.applied.length} migrations` : 'schema up to date');
     const region = config.region ?? DEV_REGION;
     const token = await demoToken(db, dir, region);
@@ -76,7 +81,12 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
     const signal = untilSignal(log);
     const s3 = await startLocalS3({ ...config, region }, join(dir, 's3'), listenAddress(config.devS3Listen));
     let worker: Worker | undefined;
+    let socket: CommandSocket | undefined;
     try {
+      if (commands && db.lock) {
+        socket = await serveCommands(resolve(dir, 'pgdata'), db, commands, log);
+        db.lock.update({ socket: socket.path });
+      }
       const w = await startWorker(db, log, { policy: policyFromConfig(config), schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, archive: s3.settings, ...listenAddress(config.workerListen) });
       worker = w;
       const gateway = await startGateway(db, log, { ...gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region), replayIntervalMs: 1_000 });
@@ -88,9 +98,14 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
       await runGateway(db, gateway, log, signal, async () => {
         worker = undefined;
         await w.stop();
+        // Commands still running finish before the database closes.
+        const s = socket;
+        socket = undefined;
+        await s?.close();
       });
     } catch (err) {
       await worker?.stop().catch(() => {});
+      await socket?.close().catch(() => {});
       throw err;
     } finally {
       await s3.stop();

@@ -6,6 +6,7 @@ import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { startGateway, type Gateway, type GatewayOptions } from './ingest/gateway.ts';
 import type { Logger } from './log.ts';
+import { parseSpan } from './units.ts';
 
 export function gatewayOptions(config: Config, region: string): GatewayOptions {
   const { host, port } = listenAddress(config.listen);
@@ -22,6 +23,7 @@ export function gatewayOptions(config: Config, region: string): GatewayOptions {
     seriesLimit: config.seriesLimit,
     maxSeriesKeyBytes: config.seriesKeyMaxBytes,
     maxLineBytes: config.lineMaxBytes,
+    timeWindow: { pastMs: parseSpan(config.timeMaxPast)!, futureMs: parseSpan(config.timeMaxFuture)!, pastText: config.timeMaxPast.trim(), futureText: config.timeMaxFuture.trim() },
     ledgerRetention: config.ledgerRetention,
     attemptTimeoutMs: config.writeTimeoutMs,
     maxAttempts: config.writeAttempts,

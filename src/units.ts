@@ -29,3 +29,20 @@ export function parseDuration(text: string): number | null {
   if (!m || t === '') return null;
   return ((Number(m[1] ?? 0) * 60 + Number(m[2] ?? 0)) * 60 + Number(m[3] ?? 0)) * 1000;
 }
+
+/** Ms per unit of a span; months and years as their mean lengths (30.436875 and 365.2425 days). */
+const SPAN_MS: Record<string, number> = {
+  second: 1_000,
+  minute: 60_000,
+  hour: 3_600_000,
+  day: 86_400_000,
+  week: 604_800_000,
+  month: 2_629_746_000,
+  year: 31_556_952_000,
+};
+
+/** "10 years", "1 day", "36 hours" (whole units, seconds to years) → milliseconds; null when unreadable. */
+export function parseSpan(text: string): number | null {
+  const m = /^\s*(\d+)\s*(second|minute|hour|day|week|month|year)s?\s*$/i.exec(text);
+  return m ? Number(m[1]) * SPAN_MS[m[2]!.toLowerCase()]! : null;
+}

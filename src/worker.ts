@@ -4,6 +4,9 @@
 // TimescaleDB's own compression or retention policies on the hypertable would race with the jobs:
 // they are reported at start and before every run.
 // Metrics and health on STRATA_WORKER_LISTEN (/metrics, /health). Above tiering/, never below it.
+// SIGTERM/SIGINT: the run in progress stops after its current step (journaled, nothing left
+// running) and the worker exits 0; a second signal exits at once. A run whose job lock was lost
+// (its session ended: failover, backend terminated) stops and is logged; the schedule carries on.
 import { createServer, type Server } from 'node:http';
 import cron from 'node-cron';
 import { Registry, collectDefaultMetrics } from 'prom-client';
@@ -21,7 +24,9 @@ import { runTiering, type RunSummary } from './tiering/job.ts';
 import { createTierMetrics } from './tiering/metrics.ts';
 import { policyFromConfig, type TierPolicy } from './tiering/policy.ts';
 import { inWindow, parseWindow, type MaintenanceWindow } from './tiering/window.ts';
-import { untilSignal } from './serve.ts';
+import type { LockSource } from './jobs/lock.ts';
+import { jobLocks } from './jobs/lock.ts';
+import { stopOnSignals } from './signals.ts';
 
 export interface WorkerOptions {
   policy: TierPolicy;
@@ -34,6 +39,8 @@ export interface WorkerOptions {
   host: string;
   port: number;
   defaultMetrics?: boolean;
+  /** Where the jobs take the hypertable's lock (default: on `db`'s own session). */
+  locks?: LockSource;
 }
 
 export interface Worker {
@@ -41,7 +48,8 @@ export interface Worker {
   readonly registry: Registry;
   /** Runs the scheduled jobs now (as the schedule would): tiering, then the archive. */
   runNow(): Promise<{ tiering: RunSummary | null; archive: ArchiveSummary | null }>;
-  stop(): Promise<void>;
+  /** Stops the schedule; a run in progress stops after its current step (`reason`: why, e.g. the signal). */
+  stop(reason?: unknown): Promise<void>;
 }
 
 export function checkSchedule(expression: string): void {
@@ -57,6 +65,11 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
   const archiveMetrics = createArchiveMetrics(registry);
   const store = o.archive ? new ArchiveStore(o.archive) : null;
   let running: Promise<{ tiering: RunSummary | null; archive: ArchiveSummary | null }> | null = null;
+  const stopping = new AbortController();
+  const signal = stopping.signal;
+  const locks = o.locks ? { locks: o.locks } : {};
+  const lockLost = (job: string, runId: string, reason: string | null) =>
+    log.error(`${job} run ${runId} lost the job lock (${reason}); it stopped, and the next scheduled run continues from the catalog`, { runId });
 
   const reportRaces = async () => {
     for (const w of await racingPolicyWarnings(db)) log.warn(w);
@@ -64,7 +77,9 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
   const tiering = async (): Promise<RunSummary | null> => {
     try {
       await reportRaces();
-      return await runTiering(db, log, { policy: o.policy, lockTimeoutMs: o.lockTimeoutMs, metrics, ...(o.window ? { window: o.window } : {}) });
+      const r = await runTiering(db, log, { policy: o.policy, lockTimeoutMs: o.lockTimeoutMs, metrics, signal, ...locks, ...(o.window ? { window: o.window } : {}) });
+      if (r.stopped === 'lock-lost') lockLost('tiering', r.runId, r.stoppedBy);
+      return r;
     } catch (err) {
       metrics.stepFailures.inc({ step: 'run' });
       log.error('tiering run failed', { error: err });
@@ -74,15 +89,21 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
   const archive = async (): Promise<ArchiveSummary | null> => {
     if (!store || !o.archive) return null;
     if (o.window && !inWindow(o.window, new Date())) return null; // the window bounds both jobs
+    if (signal.aborted) return null;
     try {
-      return await runArchive(db, store, log, { settings: o.archive, policy: o.policy, lockTimeoutMs: o.lockTimeoutMs, metrics: archiveMetrics });
+      const r = await runArchive(db, store, log, { settings: o.archive, policy: o.policy, lockTimeoutMs: o.lockTimeoutMs, metrics: archiveMetrics, signal, ...locks });
+      if (r.stopped === 'lock-lost') lockLost('archive', r.runId, r.stoppedBy);
+      return r;
     } catch (err) {
       archiveMetrics.failures.inc({ step: 'run' });
       log.error('archive run failed', { error: err });
       return null;
     }
   };
-  const runNow = () => (running ??= (async () => ({ tiering: await tiering(), archive: await archive() }))().finally(() => (running = null)));
+  const runNow = () => (running ??= (async () => {
+    if (signal.aborted) return { tiering: null, archive: null };
+    return { tiering: await tiering(), archive: await archive() };
+  })().finally(() => (running = null)));
 
   await reportRaces().catch((err) => log.warn('cannot read the hypertable\'s TimescaleDB policies yet', { error: err }));
   const task = cron.schedule(o.schedule, () => runNow(), { name: 'strata-tiering', noOverlap: true, timezone: 'Etc/UTC' });
@@ -107,8 +128,9 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
     url,
     registry,
     runNow,
-    async stop() {
+    async stop(reason?: unknown) {
       await task.destroy();
+      stopping.abort(reason ?? new Error('the worker is stopping'));
       await running;
       store?.close();
       await new Promise<void>((r) => server.close(() => r()));
@@ -116,22 +138,26 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
   };
 }
 
-/** `strata worker`: until SIGTERM/SIGINT; a run in progress finishes its current step first. */
+/** `strata worker`: until SIGTERM/SIGINT; a run in progress stops after its current step, then it exits 0. */
 export async function runWorker(config: Config, log: Logger, out: (t: string) => void): Promise<void> {
   const url = requireSetting(config, 'adminDatabaseUrl', 'for strata worker (a direct connection to the primary, not through PgBouncer: the jobs hold a session lock)');
   checkSchedule(config.tierSchedule);
   const policy = policyFromConfig(config);
   const window = config.tierWindow ? parseWindow(config.tierWindow) : undefined;
   const archive = config.archiveBuckets ? archiveSettings(config) : undefined;
+  // Signals are taken before the worker announces itself, so one sent right after is never missed.
+  const signals = stopOnSignals({ log, what: 'the worker stops after the current step of its run' });
   const db = await openDb(url, { logger: log, max: 1, applicationName: 'strata-worker' });
   try {
-    const signal = untilSignal(log);
     const { host, port } = listenAddress(config.workerListen);
-    const w = await startWorker(db, log, { policy, schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, host, port, ...(window ? { window } : {}), ...(archive ? { archive } : {}) });
+    // The job lock on a dedicated connection of its own (the jobs' statements run on `db`).
+    const w = await startWorker(db, log, { policy, schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, host, port, locks: jobLocks(url, db), ...(window ? { window } : {}), ...(archive ? { archive } : {}) });
     out(`strata worker: tiering${archive ? ` then archive to s3://${archive.bucket}` : ''} on "${config.tierSchedule}" (UTC)${window ? ` within ${window.text}` : ''}; metrics on ${w.url}/metrics`);
-    await signal;
-    await w.stop();
+    await new Promise<void>((resolve) => (signals.signal.aborted ? resolve() : signals.signal.addEventListener('abort', () => resolve(), { once: true })));
+    await w.stop(signals.signal.reason);
+    log.info('worker stopped');
   } finally {
+    signals.dispose();
     await db.close();
   }
 }

@@ -41,6 +41,8 @@ describe('configuration', () => {
       seriesLimit: 100_000,
       seriesKeyMaxBytes: 2_048,
       lineMaxBytes: 1_048_576,
+      timeMaxPast: '10 years',
+      timeMaxFuture: '1 day',
       ledgerRetention: '2 days',
       tierWarmAfter: '30 days',
       tierColdAfter: '180 days',
@@ -83,6 +85,8 @@ describe('configuration', () => {
         STRATA_SERIES_LIMIT: '500',
         STRATA_SERIES_KEY_MAX_BYTES: '1000',
         STRATA_LINE_MAX_BYTES: '65536',
+        STRATA_TIME_MAX_PAST: '20 years',
+        STRATA_TIME_MAX_FUTURE: '0 hours',
         STRATA_LEDGER_RETENTION: '2 days',
         STRATA_TIER_WARM_AFTER: '2 weeks',
         STRATA_TIER_COLD_AFTER: '6 months',
@@ -118,6 +122,8 @@ describe('configuration', () => {
       seriesLimit: 500,
       seriesKeyMaxBytes: 1_000,
       lineMaxBytes: 65_536,
+      timeMaxPast: '20 years',
+      timeMaxFuture: '0 hours',
       ledgerRetention: '2 days',
       tierWarmAfter: '2 weeks',
       tierColdAfter: '6 months',
@@ -146,6 +152,12 @@ describe('configuration', () => {
       logLevel: 'debug',
       devDir: '/tmp/x',
     });
+  });
+
+  it('names each bad time-window setting with its reason', () => {
+    const bad = () => loadConfig({ env: { STRATA_TIME_MAX_PAST: '0 years', STRATA_TIME_MAX_FUTURE: 'tomorrow' } });
+    expect(bad).toThrow(/STRATA_TIME_MAX_PAST="0 years": must be a whole number of seconds, minutes, hours, days, weeks, months or years \(at least 1\)/);
+    expect(bad).toThrow(/STRATA_TIME_MAX_FUTURE="tomorrow": must be a whole number of seconds, minutes, hours, days, weeks, months or years, such as/);
   });
 
   it('names each bad archive setting with its reason', () => {

@@ -235,3 +235,21 @@ describe('node-postgres port, connection lost while a client is checked out', ()
     }
   });
 });
+
+describe('node-postgres port, a FATAL error from the server', () => {
+  it('keeps the server’s message and never lends the dead connection out again', async () => {
+    const t = await createDatabase(cluster().adminUrl(), 'strata_fatal');
+    const db = await openDb(t.url, { max: 1 });
+    try {
+      // The server sends its FATAL message, then closes the socket: the query gets the message, and the
+      // next borrower (at once, before the socket's end is seen) must get a new connection.
+      const err = (await db.query('SELECT pg_terminate_backend(pg_backend_pid())').catch((e: unknown) => e)) as Error & { severity?: string };
+      expect(err.message).toBe('terminating connection due to administrator command');
+      expect(err.severity).toBe('FATAL');
+      expect((await db.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await db.close();
+      await t.drop();
+    }
+  });
+});

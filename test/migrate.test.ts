@@ -1,15 +1,16 @@
 // strata migrate: fresh, repeated, configured chunk interval and tablespaces, tampered files,
 // and a server without TimescaleDB.
-import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { SQL_DIR, loadMigrations, migrate, unavailableCapabilities } from '../src/db/migrate.ts';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { SQL_DIR, loadMigrations, migrate, preloads, unavailableCapabilities } from '../src/db/migrate.ts';
 import { openDb } from '../src/db/open.ts';
 import { openPglite } from '../src/db/pglite.ts';
 import type { Db } from '../src/db/port.ts';
 import { StrataError } from '../src/errors.ts';
 import { createLogger } from '../src/log.ts';
+import { Cluster } from './support/cluster.ts';
 import { cluster, createDatabase, timescaleTargets } from './support/databases.ts';
 
 /** Everything migrate could change: tables, columns, indexes, hypertable and compression settings, grants. */
@@ -210,6 +211,55 @@ describe('migrate on native PostgreSQL without TimescaleDB', () => {
     } finally {
       await db.close();
     }
+  });
+});
+
+describe('migrate on a server where TimescaleDB is installed but not preloaded', () => {
+  // A relocated copy of Debian's PostgreSQL with a stand-in timescaledb.control, so the extension is
+  // available to CREATE EXTENSION while shared_preload_libraries lacks it: the commonest setup mistake.
+  // (The stand-in holds no TimescaleDB code; the real library would end the session with a FATAL.)
+  let pg: Cluster | undefined;
+  beforeAll(async () => {
+    const root = mkdtempSync(join(tmpdir(), 'strata-pgcopy-'));
+    chmodSync(root, 0o755);
+    cpSync('/usr/lib/postgresql/15', join(root, 'usr/lib/postgresql/15'), { recursive: true });
+    cpSync('/usr/share/postgresql/15', join(root, 'usr/share/postgresql/15'), { recursive: true });
+    const ext = join(root, 'usr/share/postgresql/15/extension');
+    writeFileSync(join(ext, 'timescaledb.control'), "comment = 'stand-in'\ndefault_version = '2.28.3'\nrelocatable = false\n");
+    writeFileSync(join(ext, 'timescaledb--2.28.3.sql'), 'SELECT 1;\n');
+    pg = await Cluster.create({ pgBin: join(root, 'usr/lib/postgresql/15/bin') });
+    tempRoots.push(root);
+  });
+  const tempRoots: string[] = [];
+  afterAll(async () => {
+    await pg?.destroy();
+    for (const r of tempRoots) rmSync(r, { recursive: true, force: true });
+  });
+
+  it('says exactly what to change before CREATE EXTENSION, and creates nothing', async () => {
+    const db = await openDb(pg!.adminUrl());
+    try {
+      const err = (await migrate(db, { chunkInterval: '1 hour' }).catch((e: unknown) => e)) as StrataError;
+      expect(err).toBeInstanceOf(StrataError);
+      expect(err.code).toBe('timescaledb_not_preloaded');
+      expect(err.message).toContain(`TimescaleDB is installed on the server of database "postgres"`);
+      expect(err.message).toContain(`but not preloaded (shared_preload_libraries = '')`);
+      expect(err.message).toContain(`ALTER SYSTEM SET shared_preload_libraries = 'timescaledb';`);
+      expect(err.message).toContain(`in ${pg!.dataDir}/postgresql.conf`); // a superuser may read config_file
+      expect(err.message).toContain('restart PostgreSQL');
+      expect((await db.query(`SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'`)).rows).toEqual([]);
+      expect((await db.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'strata'`)).rows).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('reads shared_preload_libraries as a list of names', () => {
+    expect(preloads('timescaledb')).toBe(true);
+    expect(preloads('pg_stat_statements, "timescaledb"')).toBe(true);
+    expect(preloads('pg_stat_statements')).toBe(false);
+    expect(preloads('timescaledb_toolkit')).toBe(false);
+    expect(preloads('')).toBe(false);
   });
 });
 

@@ -4,7 +4,9 @@ import { parseArgs } from 'node:util';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/port.ts';
 import { UsageError } from '../errors.ts';
+import { jobLocks, type LockSource } from '../jobs/lock.ts';
 import type { Logger } from '../log.ts';
+import { stopOnSignals } from '../signals.ts';
 import { HYPERTABLE } from '../tiering/catalog.ts';
 import { boundaries, policyFromConfig } from '../tiering/policy.ts';
 import { bytes, parseDuration } from '../units.ts';
@@ -48,7 +50,11 @@ async function facilityId(db: Db, code: string | undefined): Promise<number | un
 }
 
 export function formatArchiveSummary(s: ArchiveSummary, bucket: string): string {
-  const stop = { done: 'every due chunk was handled', 'max-chunks': 'stopped at --max-chunks', 'max-duration': 'stopped at --max-duration', locked: 'another worker holds the lock on this hypertable; nothing done', 'lock-lost': 'the lock was lost (connection replaced); stopped' };
+  const stop: Record<ArchiveSummary['stopped'], string> = {
+    done: 'every due chunk was handled', 'max-chunks': 'stopped at --max-chunks', 'max-duration': 'stopped at --max-duration', locked: 'another worker holds the lock on this hypertable; nothing done',
+    'lock-lost': `lost the job lock (${s.stoppedBy ?? 'its session ended'}); stopped at once, the next run continues from the catalog`,
+    stopped: `stopped by ${s.stoppedBy ?? 'a signal'} after step ${s.stepsRun} of ${s.stepsPlanned}; the next run continues from the catalog`,
+  };
   return [
     `archive run ${s.runId} into ${bucket}: ${stop[s.stopped]}`,
     `${s.chunksArchived} of ${s.chunksPlanned} chunks archived, ${s.chunksFailed} failed; ${bytes(s.bytesUploaded)} uploaded; ${s.rowsArchived} rows left the database; ${s.seconds.toFixed(1)} s`,
@@ -56,7 +62,14 @@ export function formatArchiveSummary(s: ArchiveSummary, bucket: string): string 
   ].join('\n');
 }
 
-export async function archiveCommand(args: string[], config: Config, log: Logger, db: Db, out: (t: string) => void): Promise<number> {
+export interface ArchiveCommandDeps {
+  /** Where the job lock is taken (default: a dedicated connection to STRATA_ADMIN_DATABASE_URL; the embedded database's own session). */
+  locks?: LockSource;
+  /** Stops `archive run` after its current step (default: SIGTERM/SIGINT). */
+  signal?: AbortSignal;
+}
+
+export async function archiveCommand(args: string[], config: Config, log: Logger, db: Db, out: (t: string) => void, deps: ArchiveCommandDeps = {}): Promise<number> {
   const [sub, ...rest] = args;
   const json = (v: unknown) => out(JSON.stringify(v, null, 2));
   if (!['plan', 'run', 'list', 'restore', 'expire', 'lifecycle'].includes(sub ?? '')) throw new UsageError(`strata archive: unknown subcommand ${sub ? `"${sub}"` : '(none)'}\n${ARCHIVE_USAGE}`);
@@ -110,9 +123,19 @@ export async function archiveCommand(args: string[], config: Config, log: Logger
       const maxChunks = values['max-chunks'] === undefined ? undefined : Number(values['max-chunks']);
       if (maxChunks !== undefined && !(Number.isInteger(maxChunks) && maxChunks > 0)) throw new UsageError(`strata archive run: --max-chunks "${values['max-chunks']}" must be a whole number above 0`);
       const maxDurationMs = duration('run', 'max-duration', values['max-duration']);
-      const s = await runArchive(db, store, log, { settings, policy, lockTimeoutMs: config.tierLockTimeoutMs, ...(maxChunks ? { maxChunks } : {}), ...(maxDurationMs ? { maxDurationMs } : {}) });
+      // SIGTERM/SIGINT: the run stops after its current step and exits 0; a second signal exits at once.
+      const signals = deps.signal ? null : stopOnSignals({ log, what: 'the archive run stops after its current step' });
+      let s: ArchiveSummary;
+      try {
+        s = await runArchive(db, store, log, {
+          settings, policy, lockTimeoutMs: config.tierLockTimeoutMs, ...(maxChunks ? { maxChunks } : {}), ...(maxDurationMs ? { maxDurationMs } : {}),
+          locks: deps.locks ?? jobLocks(config.adminDatabaseUrl, db), signal: deps.signal ?? signals!.signal,
+        });
+      } finally {
+        signals?.dispose();
+      }
       out(values.json ? JSON.stringify(s, null, 2) : formatArchiveSummary(s, settings.bucket));
-      return s.failures.length ? 1 : 0;
+      return s.failures.length || s.stopped === 'lock-lost' ? 1 : 0;
     }
     if (sub === 'restore') {
       const { values } = parseArgs({

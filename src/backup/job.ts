@@ -10,16 +10,22 @@
 // any point converges: an interrupted upload leaves no object (multipart is atomic) and is redone;
 // an object an interrupted run uploaded is recognised by its SHA-256 and kept, never duplicated;
 // nothing is dropped before its object is verified.
+// The lock lives on a session of its own (src/jobs/lock.ts): lost (connection error, backend
+// terminated, failover), the run stops at once, journals the step in flight failed ("lost the job
+// lock: …") and never takes the lock again under the same run id. Its AbortSignal (SIGTERM/SIGINT)
+// stops it after the current step.
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Db, Queryable } from '../db/port.ts';
+import { boundRollupWindow } from '../db/rollup-window.ts';
 import { errorText } from '../errors.ts';
 import { Journal } from '../jobs/journal.ts';
 import type { Logger } from '../log.ts';
 import { bytes as showBytes } from '../units.ts';
 import { HYPERTABLE } from '../tiering/catalog.ts';
-import { tryLock, unlock } from '../tiering/lock.ts';
+import { LockLost, backendOf, sessionLocks, type LockSource } from '../jobs/lock.ts';
+import { stopReason } from '../signals.ts';
 import { boundaries, type TierPolicy } from '../tiering/policy.ts';
 import type { ChunkState } from '../tiering/types.ts';
 import { entryFor, recordUploaded, recordUploading, setState, type Entry } from './catalog.ts';
@@ -40,14 +46,23 @@ export interface ArchiveRunOptions {
   lockTimeoutMs?: number;
   at?: Date;
   metrics?: ArchiveMetrics;
+  /** Stop after the current step when this aborts (a termination signal); the run ends 'stopped'. */
+  signal?: AbortSignal;
+  /** Where the hypertable's job lock is taken (default: on `db`'s own session). */
+  locks?: LockSource;
   /** Fault drills: called after a step committed, before the journal records it. */
   afterStep?: (chunk: string, step: ArchiveStep) => void | Promise<void>;
 }
 
 export interface ArchiveSummary {
   runId: string;
-  stopped: 'done' | 'max-chunks' | 'max-duration' | 'locked' | 'lock-lost';
+  stopped: 'done' | 'max-chunks' | 'max-duration' | 'locked' | 'lock-lost' | 'stopped';
+  /** The signal's name ('stopped'), or the lost lock's reason ('lock-lost'). */
+  stoppedBy: string | null;
   chunksPlanned: number;
+  /** Steps the plan listed, and those run (done or failed). */
+  stepsPlanned: number;
+  stepsRun: number;
   chunksArchived: number;
   chunksFailed: number;
   bytesUploaded: number;
@@ -60,17 +75,27 @@ export interface ArchiveSummary {
 class Mismatch extends Error {}
 
 export async function runArchive(db: Db, store: ArchiveStore, log: Logger, o: ArchiveRunOptions): Promise<ArchiveSummary> {
+  /** Once per run, before the first drop: the hourly rollup must not refresh over what is dropped (rollup-window.ts). */
+  let rollupBounded = false;
   const hypertable = o.hypertable ?? HYPERTABLE;
   const started = Date.now();
   const runId = randomUUID();
-  const s: ArchiveSummary = { runId, stopped: 'done', chunksPlanned: 0, chunksArchived: 0, chunksFailed: 0, bytesUploaded: 0, rowsArchived: 0, seconds: 0, failures: [] };
+  const s: ArchiveSummary = { runId, stopped: 'done', stoppedBy: null, chunksPlanned: 0, stepsPlanned: 0, stepsRun: 0, chunksArchived: 0, chunksFailed: 0, bytesUploaded: 0, rowsArchived: 0, seconds: 0, failures: [] };
   if (store.bucket !== o.settings.bucket) throw new Error(`the object store writes to bucket ${store.bucket}, not region ${o.settings.region}'s bucket ${o.settings.bucket}`);
-  if (!(await tryLock(db, hypertable))) {
+  if (o.signal?.aborted) {
+    s.stopped = 'stopped';
+    s.stoppedBy = stopReason(o.signal);
+    return s;
+  }
+  const lock = await (o.locks ?? sessionLocks(db))(hypertable);
+  if (!lock) {
     log.info('another worker holds the chunk-job lock on this hypertable; nothing archived', { hypertable });
     s.stopped = 'locked';
     return s;
   }
   const journal = new Journal(db, 'archive', runId, hypertable);
+  // The session running the steps (work is a chunk's temporary directory below): cancelled if the lock is lost while one runs.
+  const workBackend = await backendOf(db);
   try {
     const interrupted = await journal.reconcileInterrupted();
     if (interrupted) log.warn('earlier archive run stopped mid-step; continuing from the catalog', { steps: interrupted });
@@ -78,6 +103,7 @@ export async function runArchive(db: Db, store: ArchiveStore, log: Logger, o: Ar
     const plan = await archivePlan(db, hypertable, b.archive);
     const todo = plan.chunks.filter((c) => c.steps.length > 0);
     s.chunksPlanned = todo.length;
+    s.stepsPlanned = plan.totals.steps;
     log.info('archive plan', { hypertable, boundary: b.archive, chunks: todo.length, bytes: plan.totals.bytes, bucket: store.bucket });
     for (const [i, cp] of todo.entries()) {
       if (s.chunksArchived + s.chunksFailed >= (o.maxChunks ?? Infinity)) {
@@ -88,41 +114,96 @@ export async function runArchive(db: Db, store: ArchiveStore, log: Logger, o: Ar
         s.stopped = 'max-duration';
         break;
       }
-      if (!(await tryLock(db, hypertable))) {
-        s.stopped = 'lock-lost';
-        log.error('lost the chunk-job lock (the connection was replaced); stopping', { hypertable });
-        break;
-      }
-      if (await archiveChunk(cp.chunk, `${i + 1}/${todo.length}`)) s.chunksArchived++;
-      else s.chunksFailed++;
+      if (await betweenSteps()) break;
+      const r = await archiveChunk(cp.chunk, `${i + 1}/${todo.length}`);
+      if (r === 'done') s.chunksArchived++;
+      else if (r === 'failed') s.chunksFailed++;
+      else break;
     }
     s.seconds = (Date.now() - started) / 1000;
-    if (s.failures.length === 0 && s.stopped !== 'lock-lost') o.metrics?.lastSuccess.set(Date.now() / 1000);
+    if (s.failures.length === 0 && s.stopped !== 'lock-lost' && s.stopped !== 'stopped') o.metrics?.lastSuccess.set(Date.now() / 1000);
+    const at = `after step ${s.stepsRun} of ${s.stepsPlanned}`;
+    if (s.stopped === 'stopped') log.info(`archive run stopped by ${s.stoppedBy} ${at}; the next run continues from the catalog`, { runId });
+    if (s.stopped === 'lock-lost') log.error(`archive run stopped ${at}: lost the job lock (${s.stoppedBy}); the next run continues from the catalog`, { runId, hypertable });
     log.info('archive run finished', { ...s, failures: s.failures.length });
     return s;
   } finally {
-    await unlock(db, hypertable).catch(() => {});
+    await lock.release().catch(() => {});
   }
 
-  async function archiveChunk(chunk: ChunkState, progress: string): Promise<boolean> {
+  /** Between two steps: stops (recording why) when a signal asked for it or the lock is gone; true then. */
+  async function betweenSteps(): Promise<boolean> {
+    // An embedded database answers without real I/O: let a pending signal's handler run first.
+    await new Promise((r) => setImmediate(r));
+    if (o.signal?.aborted) {
+      s.stopped = 'stopped';
+      s.stoppedBy = stopReason(o.signal);
+      return true;
+    }
+    try {
+      await lock!.verify();
+    } catch (err) {
+      lockLost(err instanceof LockLost ? err : new LockLost(errorText(err)), hypertable, 'lock');
+      return true;
+    }
+    return false;
+  }
+
+  function lockLost(err: LockLost, chunk: string, step: string) {
+    if (s.stopped === 'lock-lost') return;
+    s.stopped = 'lock-lost';
+    s.stoppedBy = err.reason;
+    s.failures.push({ chunk, step, error: err.message });
+    o.metrics?.failures.inc({ step: 'lock' });
+  }
+
+  /** A chunk's steps: 'done' once dropped, 'failed', or 'stop' (asked to stop, or the lock lost). */
+  async function archiveChunk(chunk: ChunkState, progress: string): Promise<'done' | 'failed' | 'stop'> {
     const name = chunk.chunk;
     const key = objectKey(o.settings.prefix, o.settings.region, hypertable, chunk.rangeStart, chunk.rangeEnd);
     const work = mkdtempSync(join(o.settings.workDir, 'strata-archive-'));
     try {
       for (let round = 0; round < 4; round++) {
+        if (round > 0 && (await betweenSteps())) return 'stop';
         const entry = await entryFor(db, hypertable, chunk.rangeStart, chunk.rangeEnd);
         const step = stepOf(entry);
-        if (!step) return true;
+        if (!step) return 'done';
         const id = await journal.pending(name, step, { key, bucket: store.bucket });
         await journal.running(id);
         const t0 = performance.now();
         log.info(`archive ${progress} ${name}: ${step}`, { key, rangeStart: chunk.rangeStart, rangeEnd: chunk.rangeEnd });
+        // The step, watched by the lock: lost meanwhile, the statement in flight is cancelled, and the
+        // lock is verified before the step is recorded done.
+        const cancel = () => void (workBackend && lock!.cancel(workBackend));
+        lock!.signal.addEventListener('abort', cancel, { once: true });
+        let detail: Record<string, unknown> | null = null;
+        let failure: unknown = null;
+        let failed = false;
         try {
-          const detail = step === 'export-upload' ? await exportUpload(key, work, name) : step === 'verify' ? await verify(entry!, work, name) : await drop(entry!, name);
+          detail = step === 'export-upload' ? await exportUpload(key, work, name) : step === 'verify' ? await verify(entry!, work, name) : await drop(entry!, name);
           await o.afterStep?.(name, step);
+        } catch (err) {
+          failure = err;
+          failed = true;
+        } finally {
+          lock!.signal.removeEventListener('abort', cancel);
+        }
+        s.stepsRun++;
+        let lost: LockLost | null = null;
+        await lock!.verify().catch((err: unknown) => (lost = err instanceof LockLost ? err : new LockLost(errorText(err))));
+        if (lost) {
+          const l: LockLost = lost;
+          await journal.finish(id, 'failed', failed ? `${l.message} (the step: ${errorText(failure)})` : l.message, { seconds: (performance.now() - t0) / 1000, lockLost: true }).catch(() => {});
+          o.metrics?.failures.inc({ step });
+          lockLost(l, name, step);
+          log.error(`archive ${progress} ${name}: ${step} abandoned: ${l.message}`, { error: failure ?? undefined });
+          return 'stop';
+        }
+        try {
+          if (failed) throw failure;
           await journal.finish(id, 'done', undefined, { ...detail, seconds: (performance.now() - t0) / 1000 });
           o.metrics?.stepSeconds.observe({ step }, (performance.now() - t0) / 1000);
-          log.info(`archive ${progress} ${name}: ${step} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`, detail);
+          log.info(`archive ${progress} ${name}: ${step} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`, detail ?? {});
         } catch (err) {
           const text = errorText(err);
           if (err instanceof Mismatch && entry) await setState(db, entry.id, 'uploading').catch(() => {});
@@ -130,10 +211,10 @@ export async function runArchive(db: Db, store: ArchiveStore, log: Logger, o: Ar
           o.metrics?.failures.inc({ step });
           s.failures.push({ chunk: name, step, error: text });
           log.error(`archive ${progress} ${name}: ${step} failed${err instanceof Mismatch ? '; the next run exports it again' : ''}`, { error: err });
-          return false;
+          return 'failed';
         }
       }
-      return false;
+      return 'failed';
     } finally {
       rmSync(work, { recursive: true, force: true });
     }
@@ -224,6 +305,11 @@ export async function runArchive(db: Db, store: ArchiveStore, log: Logger, o: Ar
   }
 
   async function drop(entry: Entry, name: string): Promise<Record<string, unknown>> {
+    if (!rollupBounded) {
+      const w = await boundRollupWindow(db, o.policy.archiveAfter);
+      if (w?.changed) log.warn('hourly rollup refresh window bounded by the archive age before dropping chunks (run strata migrate after changing STRATA_ARCHIVE_AFTER)', { from: w.from ?? 'unbounded', to: w.to });
+      rollupBounded = true;
+    }
     const lockTimeout = o.lockTimeoutMs ?? 5_000;
     const dropped = await db.transaction(async (tx) => {
       await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [`${lockTimeout}ms`]);

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { StrataError, errorText, sqlState } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { Db } from './port.ts';
+import { boundRollupWindow } from './rollup-window.ts';
 
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
 const LOCK_KEY = 0x5354_5241; // "STRA": serialises concurrent `strata migrate` runs
@@ -28,6 +29,8 @@ export interface Migration {
 
 export interface MigrateOptions {
   chunkInterval: string;
+  /** The archive age (STRATA_ARCHIVE_AFTER): the hourly rollup's refresh window reaches back no further (rollup-window.ts). */
+  archiveAfter?: string;
   warmTablespace?: string | undefined;
   coldTablespace?: string | undefined;
   logger?: Logger;
@@ -97,6 +100,7 @@ async function ensureTimescale(db: Db): Promise<void> {
         `restart PostgreSQL, then run strata migrate again.`,
     );
   }
+  await ensurePreloaded(db);
   if (row.installed) return;
   try {
     await db.exec('CREATE EXTENSION IF NOT EXISTS timescaledb');
@@ -107,6 +111,31 @@ async function ensureTimescale(db: Db): Promise<void> {
         : `check that shared_preload_libraries includes 'timescaledb' and PostgreSQL was restarted`;
     throw new StrataError('timescaledb_create', `cannot create the timescaledb extension in ${await where(db)}: ${errorText(err)}; ${hint}`, { cause: err });
   }
+}
+
+/** `timescaledb` among the libraries of a shared_preload_libraries value (a list of names, maybe quoted). */
+export function preloads(setting: string): boolean {
+  return setting.split(',').some((name) => name.trim().replace(/^"(.*)"$/, '$1') === 'timescaledb');
+}
+
+/**
+ * TimescaleDB installed on the server but not preloaded is the commonest setup mistake: the first
+ * statement that loads the library (CREATE EXTENSION among them) ends the session with a FATAL.
+ * Checked first, so the fix is said plainly. The embedded database loads it itself.
+ */
+async function ensurePreloaded(db: Db): Promise<void> {
+  if (db.kind !== 'postgres') return;
+  const setting = (await db.query<{ p: string }>(`SELECT current_setting('shared_preload_libraries') AS p`)).rows[0]?.p ?? '';
+  if (preloads(setting)) return;
+  // config_file is readable by superusers and pg_read_all_settings only.
+  const file = await db.query<{ f: string }>(`SELECT current_setting('config_file') AS f`).then((r) => r.rows[0]?.f ?? null, () => null);
+  const wanted = setting.trim() === '' ? 'timescaledb' : `${setting}, timescaledb`;
+  throw new StrataError(
+    'timescaledb_not_preloaded',
+    `TimescaleDB is installed on the server of ${await where(db)} but not preloaded (shared_preload_libraries = '${setting}'). ` +
+      `As a superuser run ALTER SYSTEM SET shared_preload_libraries = '${wanted}'; ` +
+      `(or set shared_preload_libraries = '${wanted}' in ${file ?? 'postgresql.conf'}), restart PostgreSQL, then run strata migrate again.`,
+  );
 }
 
 /** Configured tablespaces must exist before anything changes; says how to create them. */
@@ -231,6 +260,10 @@ export async function migrate(db: Db, opts: MigrateOptions): Promise<MigrateResu
     }
   }
   await grantTablespaces(db, tablespaces);
+  if (opts.archiveAfter && license !== 'apache') {
+    const w = await boundRollupWindow(db, opts.archiveAfter);
+    if (w?.changed) log.info('hourly rollup refresh window bounded by the archive age', { from: w.from ?? 'unbounded', to: w.to });
+  }
 
   const info = (
     await db.query<{ v: string; license: string | null }>(

@@ -44,10 +44,26 @@ interface Loan {
   broken: Error | null;
 }
 
+/**
+ * SQLSTATEs after which a connection is not worth keeping even though the server answered: the
+ * server does not accept writes (25006 read_only_sql_transaction: a primary turned read-only, or a
+ * standby behind a write endpoint that has not moved yet), is shutting down (57P01-57P03), or the
+ * connection itself failed (class 08). A pooled connection that met one of these would keep
+ * pointing at the wrong server; destroying it makes the next loan connect afresh, through whatever
+ * now answers the write endpoint.
+ */
+export function discardsConnection(state: string | undefined): boolean {
+  return state !== undefined && (state === '25006' || state === '57P01' || state === '57P02' || state === '57P03' || state.startsWith('08'));
+}
+
 function fail(loan: Loan, err: unknown, copy: boolean): never {
   // A server error after a plain query leaves the connection usable; anything else, or any failed
-  // COPY (its stream may still be running), does not.
-  if (copy || !sqlState(err)) loan.broken ??= err instanceof Error ? err : new Error(String(err));
+  // COPY (its stream may still be running), does not. A FATAL (or PANIC) error ends the session:
+  // the server closes the socket right after sending it, so the client must not go back to the
+  // pool, or the next borrower gets "Connection terminated unexpectedly" instead of this message.
+  // Nor may one whose error says the server is the wrong one (discardsConnection).
+  const severity = (err as { severity?: unknown } | null)?.severity;
+  if (copy || !sqlState(err) || severity === 'FATAL' || severity === 'PANIC' || discardsConnection(sqlState(err))) loan.broken ??= err instanceof Error ? err : new Error(String(err));
   throw err;
 }
 

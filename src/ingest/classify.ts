@@ -8,6 +8,9 @@
 //          rows are not at fault, so the request fails with 500 and the collector keeps its data.
 //          Unknown SQLSTATEs are fatal rather than retried so a misconfiguration surfaces at once
 //          instead of filling the spool.
+// probeWritable() asks whether the database is one that accepts writes: a server that answers but is
+// read-only (a standby still in recovery, or a primary set read-only) is down for the writer.
+import type { Queryable } from '../db/port.ts';
 import { StrataError, sqlState } from '../errors.ts';
 
 export type ErrorClass = 'retry' | 'data' | 'fatal';
@@ -33,4 +36,37 @@ export function classify(err: unknown): ErrorClass {
 /** Exponential backoff with full jitter: a random delay in [0, min(cap, base·2^attempt)). */
 export function backoffMs(attempt: number, baseMs = 50, capMs = 2_000, random: () => number = Math.random): number {
   return Math.floor(random() * Math.min(capMs, baseMs * 2 ** attempt));
+}
+
+/** SQLSTATE 25006 read_only_sql_transaction: the server answered but does not accept writes. */
+export function isReadOnlyError(err: unknown): boolean {
+  return sqlState(err) === '25006';
+}
+
+/** Why the writer takes the database for down; fixed texts (no host names), so a change of state is a change of text. */
+export const DOWN = {
+  unreachable: 'the database is unreachable',
+  inRecovery: 'the database does not accept writes: it is in recovery (a standby; the write endpoint has not moved to a primary yet)',
+  readOnly: 'the database does not accept writes: it is read-only (transaction_read_only is on)',
+} as const;
+
+export type Writability = { writable: true } | { writable: false; reason: string; error?: unknown };
+
+/**
+ * One statement, so that through PgBouncer transaction pooling both answers come from the same server
+ * connection. transaction_read_only is on inside a standby and where default_transaction_read_only is on.
+ */
+export const WRITABLE_PROBE = `SELECT pg_is_in_recovery() AS in_recovery, current_setting('transaction_read_only') AS read_only`;
+
+/** Whether the database accepts writes; never throws (an error means unreachable, with the error attached). */
+export async function probeWritable(db: Queryable): Promise<Writability> {
+  let row: { in_recovery: boolean; read_only: string } | undefined;
+  try {
+    row = (await db.query<{ in_recovery: boolean; read_only: string }>(WRITABLE_PROBE)).rows[0];
+  } catch (err) {
+    return { writable: false, reason: DOWN.unreachable, error: err };
+  }
+  if (row?.in_recovery === true) return { writable: false, reason: DOWN.inRecovery };
+  if (row?.read_only !== 'off') return { writable: false, reason: DOWN.readOnly };
+  return { writable: true };
 }

@@ -9,13 +9,14 @@ import { StrataError, errorText } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { FacilityDirectory } from './auth.ts';
 import type { Batch } from './batcher.ts';
-import { classify } from './classify.ts';
+import { classify, probeWritable } from './classify.ts';
 import { Ingestor } from './ingestor.ts';
 import { createIngestMetrics, type IngestMetrics } from './metrics.ts';
 import { Replayer } from './replayer.ts';
 import { DEFAULT_MAX_SERIES_KEY_BYTES, SeriesCatalog } from './series.ts';
 import { createReceiver } from './server.ts';
 import { Spool } from './spool.ts';
+import type { TimeWindow } from './time-window.ts';
 import { Writer } from './writer.ts';
 
 export interface GatewayOptions {
@@ -33,6 +34,8 @@ export interface GatewayOptions {
   maxSeriesKeyBytes?: number;
   /** Lines longer than this many bytes are rejected; default 1 MiB. */
   maxLineBytes?: number;
+  /** How far in the past and future a timestamp may be (time-window.ts); default: any. */
+  timeWindow?: TimeWindow;
   ledgerRetention: string;
   /** Attempts per batch before it is spooled; default 3. */
   maxAttempts?: number;
@@ -116,12 +119,11 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
             return `facilities not loaded yet: the database has not answered since start (${errorText(err)})`;
           }
         }
-        try {
-          await db.query('SELECT 1');
-          return null;
-        } catch (err) {
-          return `the database is unreachable: ${(err as Error).message}`;
-        }
+        // Ready means the database accepts writes: a standby or a primary turned read-only answers
+        // queries but is not ready (the writer spools while it lasts).
+        const state = await probeWritable(db);
+        if (state.writable) return null;
+        return state.error === undefined ? state.reason : `${state.reason}: ${(state.error as Error).message}`;
       },
   });
   const address = await listen(server, o.host, o.port).catch(async (err) => {

@@ -10,6 +10,7 @@ import { MAX_LINE_BYTES, type LineError, type ParseResult, type Precision } from
 import type { IngestMetrics } from './metrics.ts';
 import type { Resolved, SeriesCatalog, SeriesKey } from './series.ts';
 import type { Spool } from './spool.ts';
+import { OPEN_WINDOW, bounds, outside, type Bounds, type TimeWindow } from './time-window.ts';
 import type { Facility } from './types.ts';
 import type { Writer } from './writer.ts';
 
@@ -21,6 +22,8 @@ export interface IngestorOptions {
   maxLineBytes?: number;
   /** Flushes of one facility in flight at once (default 2: a request larger than a batch is written by two writers). */
   flushesPerFacility?: number;
+  /** How far in the past and future a timestamp may be; default: any. */
+  timeWindow?: TimeWindow;
 }
 
 export interface AcceptResult {
@@ -89,28 +92,48 @@ export class Ingestor {
    * everything parsed from it are garbage once this returns.
    */
   async prepareLines(facility: Facility, body: Buffer, precision: Precision, receiveUs: number): Promise<Prepared | AcceptResult> {
-    const encoded = this.encoder.encode(body, precision, facility.id, this.series.index(facility.id), receiveUs, this.opts.maxLineBytes ?? MAX_LINE_BYTES, this.series.aliasRoom(facility.id));
-    return this.prepare(facility, encoded, encoded.tuples, encoded.rows, receiveUs);
+    const window = bounds(this.window, receiveUs);
+    const encoded = this.encoder.encode(body, precision, facility.id, this.series.index(facility.id), receiveUs, this.opts.maxLineBytes ?? MAX_LINE_BYTES, this.series.aliasRoom(facility.id), window);
+    return this.prepare(facility, encoded, encoded.tuples, encoded.rows, receiveUs, window);
   }
 
   /** Parsed points (the JSON endpoint): series ids, then one binary encoding. */
   preparePoints(facility: Facility, parsed: ParseResult, receiveUs: number): Promise<Prepared | AcceptResult> {
-    return this.prepare(facility, parsed, EMPTY, 0, receiveUs);
+    return this.prepare(facility, parsed, EMPTY, 0, receiveUs, bounds(this.window, receiveUs));
   }
 
-  private async prepare(facility: Facility, parsed: ParseResult, fast: Buffer, fastRows: number, receiveUs: number): Promise<Prepared | AcceptResult> {
+  private get window(): TimeWindow {
+    return this.opts.timeWindow ?? OPEN_WINDOW;
+  }
+
+  /** Points outside the accepted time window are refused before they can name a series. */
+  private insideWindow(parsed: ParseResult, window: Bounds, receive: bigint, rejected: LineError[]): ParseResult['points'] {
+    if (this.window === OPEN_WINDOW) return parsed.points;
+    const inside: ParseResult['points'] = [];
+    for (const p of parsed.points) {
+      const reason = outside(this.window, window, Number(p.timeNs === null ? receive : floorDiv(p.timeNs, 1000n)));
+      if (reason === null) inside.push(p);
+      else rejected.push({ line: p.line, reason });
+    }
+    return inside;
+  }
+
+  private async prepare(facility: Facility, parsed: ParseResult, fast: Buffer, fastRows: number, receiveUs: number, window: Bounds): Promise<Prepared | AcceptResult> {
     const rejected = [...parsed.errors, ...parsed.fieldErrors];
+    const receive = BigInt(receiveUs);
+    const before = rejected.length;
+    const points = this.insideWindow(parsed, window, receive, rejected);
+    const outsideWindow = rejected.length - before;
     const slow: Buffer[] = [];
     let slowRows = 0;
     let overLimit = 0;
     let refusedLines = 0;
-    const receive = BigInt(receiveUs);
     // Points needing the catalog, a slice at a time, so a request of many new series holds the keys
     // and rows of one slice at once.
-    for (let from = 0; from < parsed.points.length; from += POINTS_PER_SLICE) {
-      const points = parsed.points.slice(from, from + POINTS_PER_SLICE);
+    for (let from = 0; from < points.length; from += POINTS_PER_SLICE) {
+      const slice = points.slice(from, from + POINTS_PER_SLICE);
       const keys: SeriesKey[] = [];
-      for (const p of points) for (const f of p.fields) keys.push({ measurement: p.measurement, field: f.key, tags: p.tags });
+      for (const p of slice) for (const f of p.fields) keys.push({ measurement: p.measurement, field: f.key, tags: p.tags });
       let resolved: Resolved;
       try {
         resolved = await this.series.resolve(facility.id, facility.code, keys);
@@ -125,7 +148,7 @@ export class Ingestor {
       if (resolved.created) this.metrics.seriesCreated.inc(resolved.created);
       const rows: MetricRow[] = [];
       let k = 0;
-      for (const p of points) {
+      for (const p of slice) {
         const timeUs = p.timeNs === null ? receive : floorDiv(p.timeNs, 1000n);
         let reason: string | null = null;
         let limited = false;
@@ -155,6 +178,7 @@ export class Ingestor {
     if (parsed.fieldErrors.length) this.metrics.rowsRejected.inc({ reason: 'bad_field' }, parsed.fieldErrors.length);
     if (overLimit) this.metrics.rowsRejected.inc({ reason: 'series_limit' }, overLimit);
     if (refusedLines) this.metrics.rowsRejected.inc({ reason: 'series_refused' }, refusedLines);
+    if (outsideWindow) this.metrics.rowsRejected.inc({ reason: 'time_window' }, outsideWindow);
     if (rowCount === 0) return { status: rejected.length ? 400 : 204, written: 0, rejected };
 
     const pressure = this.pressure(rowCount * TUPLE_BYTES);

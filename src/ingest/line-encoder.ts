@@ -15,6 +15,7 @@ import { parseLineAt, type ParseResult, type Precision } from './lineprotocol.ts
 import { FNV_PRIME, HASH_START, hashByte, hashBytes } from './series-key.ts';
 import { viewOf, type SeriesIndex } from './series-index.ts';
 import { TUPLE_BYTES } from './copy-encode.ts';
+import type { Bounds } from './time-window.ts';
 
 export interface Encoded extends ParseResult {
   /** Binary COPY tuples of the lines the fast path took (a copy the caller owns). */
@@ -31,6 +32,7 @@ const SLAB_KEEP = 8 << 20;
 const PG_EPOCH_US = 946_684_800_000_000;
 const TWO32 = 4_294_967_296;
 const EMPTY = Buffer.alloc(0);
+const OPEN: Bounds = { minUs: -Infinity, maxUs: Infinity };
 
 /** `time` as a key (refused as a tag or field key; the full parser says so). */
 const isTime = (b: Uint8Array, s: number, e: number) => e - s === 4 && b[s] === 116 && b[s + 1] === 105 && b[s + 2] === 109 && b[s + 3] === 101;
@@ -59,13 +61,18 @@ export class LineEncoder {
   private bodyView: DataView = viewOf(EMPTY);
   private canonLen = -1;
   private canonHash = 0;
+  /** The accepted time window of the body being encoded (µs); a line outside goes to the full parser, whose caller refuses it. */
+  private minUs = -Infinity;
+  private maxUs = Infinity;
 
   /**
    * Encodes `body`. `index` is the facility's series index, or null when its series are not loaded
    * (then every line goes to the full parser). `receiveUs` stamps lines without a timestamp.
    */
-  encode(body: Buffer, precision: Precision, facilityId: number, index: SeriesIndex | null, receiveUs: number, maxLineBytes: number, aliasRoom: number): Encoded {
+  encode(body: Buffer, precision: Precision, facilityId: number, index: SeriesIndex | null, receiveUs: number, maxLineBytes: number, aliasRoom: number, window: Bounds = OPEN): Encoded {
     const out: Encoded = { points: [], errors: [], fieldErrors: [], tuples: EMPTY, rows: 0 };
+    this.minUs = window.minUs;
+    this.maxUs = window.maxUs;
     const checkUtf8 = !isUtf8(body);
     this.used = 0;
     this.bodyView = viewOf(body);
@@ -203,6 +210,7 @@ export class LineEncoder {
       if (!readTimeUs(b, ts, e, precision)) return -1;
       us = read[0]!;
     }
+    if (us < this.minUs || us > this.maxUs) return -1;
     const pg = us - PG_EPOCH_US;
     const hi = Math.floor(pg / TWO32);
     const lo = pg - hi * TWO32;

@@ -22,6 +22,10 @@ export function createIngestMetrics(opts: { defaults?: boolean } = {}) {
     duplicatesAvoided: c('strata_ingest_duplicates_avoided_total', 'Batches found already committed in the ledger on retry or replay'),
     errors: c('strata_ingest_errors_total', 'Errors by stage', ['stage']),
     spoolQuarantined: c('strata_ingest_spool_quarantined_segments_total', 'Corrupt spool segments moved to quarantine'),
+    spoolDamagedRecords: c('strata_ingest_spool_damaged_records_total', 'Spool records found damaged on replay and kept in quarantine (at least; one per unreadable span)'),
+    spoolDamagedBytes: c('strata_ingest_spool_damaged_bytes_total', 'Bytes of damaged spool spans moved to quarantine'),
+    spoolDamagedRows: c('strata_ingest_spool_damaged_rows_total', 'Rows of damaged spool records, as their headers say when readable: acknowledged, not replayed'),
+    spoolTornTails: c('strata_ingest_spool_torn_tails_total', 'Unacknowledged appends cut short by a crash, dropped from the active segment on replay'),
     batchRows: new Histogram({
       name: 'strata_ingest_batch_rows',
       help: 'Rows per written batch',

@@ -1,16 +1,19 @@
 // Brings spooled batches back: while the writer is marked down it probes the database; once the
-// database answers it replays the spool in order (the ledger drops batches committed before) and
+// database accepts writes (probeWritable: reachable, not in recovery, not read-only — a server that
+// answers but refuses writes is still down, so the gateway never flaps between a read-only primary
+// and the spool) it replays the spool in order (the ledger drops batches committed before) and
 // only then lets the spool delete them. It also prunes old ledger rows and keeps the spool gauges.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Db } from '../db/port.ts';
 import { errorText } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { probeWritable } from './classify.ts';
 import { BINARY_HEADER, BINARY_TRAILER } from './copy-encode.ts';
 import type { IngestMetrics } from './metrics.ts';
 import type { Spool } from './spool.ts';
 import type { SpoolRecord } from './types.ts';
-import type { Writer } from './writer.ts';
+import { downReason, type Writer } from './writer.ts';
 
 export interface ReplayerOptions {
   intervalMs: number;
@@ -28,6 +31,10 @@ export class Replayer {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private lastPrune = 0;
+  /** The last replay error of a kind that does not mark the database down, so a stuck replay logs once, not once a pass. */
+  private lastReplayError: string | null = null;
+  /** Probes made while the writer was down (for tests and diagnostics). */
+  probes = 0;
 
   constructor(
     private readonly db: Db,
@@ -36,7 +43,9 @@ export class Replayer {
     private readonly metrics: IngestMetrics,
     private readonly log: Logger,
     private readonly opts: ReplayerOptions,
-  ) {}
+  ) {
+    spool.useMetrics(metrics); // damaged spans and torn tails found by replays (strata_ingest_spool_damaged_*)
+  }
 
   start(): void {
     this.lastPrune = Date.now();
@@ -66,13 +75,13 @@ export class Replayer {
   private async pass(): Promise<void> {
     this.gauges();
     if (this.writer.down) {
-      try {
-        await this.db.query('SELECT 1');
-      } catch {
+      this.probes++;
+      const state = await probeWritable(this.db);
+      if (!state.writable) {
+        this.writer.markDown(state.reason); // logs only if the reason changed
         return;
       }
-      this.log.info('database reachable again', { spooledBytes: this.spool.bytes });
-      this.writer.markUp();
+      this.writer.markUp({ spooledBytes: this.spool.bytes });
     }
     if (!this.spool.empty) await this.replay();
     // Never prune while this gateway still holds spooled batches: their earlier attempts' ledger rows
@@ -86,10 +95,18 @@ export class Replayer {
     try {
       const report = await this.spool.replay((r) => this.replayOne(r));
       if (report.records > 0) this.log.info('spool replayed', { ...report });
+      this.lastReplayError = null;
     } catch (err) {
       this.metrics.errors.inc({ stage: 'replay' });
-      this.log.warn('spool replay stopped; will retry', { error: err });
-      if ((err as { cls?: string }).cls === 'retry') this.writer.down = true;
+      if ((err as { cls?: string }).cls === 'retry') {
+        // Down again (unreachable, or read-only after all): one line for the change of state, and the
+        // probe decides when to try again.
+        this.writer.markDown(downReason(err), err);
+      } else {
+        const text = errorText(err);
+        if (text !== this.lastReplayError) this.log.warn('spool replay stopped; will retry', { error: err });
+        this.lastReplayError = text;
+      }
     } finally {
       const q = this.spool.quarantinedSegments - before;
       if (q > 0) this.metrics.spoolQuarantined.inc(q);

@@ -1,30 +1,42 @@
 // Disk spool of the ingest gateway: batches the database could not take are appended to segment
 // files, fsynced, and only then acknowledged; replay() later feeds them to the database in order and
-// deletes a segment only after every record in it committed.
-//   <dir>/seg-<16-digit seq>.spool   segments; sequence order is replay order
-//   <dir>/spool.lock                 pid of the owning process
-//   <dir>/quarantine/                corrupt segments, each with <name>.reason.txt
-// Record: magic u32 | payload length u32 | crc32(payload) u32 | payload, big-endian. Payload:
-// batchId (16 uuid bytes) | facilityId i32 | rowCount u32 | spooledAt f64 (ms) | rows.
+// deletes a segment only after every intact record in it committed.
+//   <dir>/seg-<16-digit seq>.active.spool   the segment being appended to; renamed on seal to
+//   <dir>/seg-<16-digit seq>.spool          a sealed segment (sequence order is replay order)
+//   <dir>/spool.lock                        pid of the owning process
+//   <dir>/quarantine/                       damaged bytes, each with <file>.reason.txt (spool-quarantine.ts)
+// Record format and scanning: spool-format.ts. A damaged record costs only its own bytes: replay
+// resynchronises on the next intact record, quarantines the damaged span, logs one line and counts
+// it (metrics strata_ingest_spool_damaged_*). A torn tail (an incomplete last record or zero fill) is
+// dropped only in a segment still named active after a crash, the one place an append can have been
+// cut short before it was acknowledged; in a sealed segment the same bytes are damage.
 // Concurrency: every write, fsync and seal of the active segment runs on one serial queue (fileOp);
 // appends queued while a write+fsync is in flight are written and fsynced together by the next one
 // (group commit). replay() seals the active segment through that queue and reads only sealed
 // segments, which are never written again; appends during a replay go to a new segment. Replays run
-// one at a time: a second call waits for the running one to settle, then runs itself.
-import { link, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+// one at a time: a second call waits for the running one to settle, then runs itself. close() seals.
+import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { crc32 } from 'node:zlib';
 import { StrataError, errorText } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
+import type { IngestMetrics } from './metrics.ts';
+import { HEADER, MAGIC, MAX_PAYLOAD, activeName, decodeAt, encodeRecords, scanSegment, sealedName, segmentName, seqPrefix, spanSummary } from './spool-format.ts';
+import { acquireLock, releaseLock } from './spool-lock.ts';
+import { QUARANTINE, fsyncDir, quarantineSpan, reasonText } from './spool-quarantine.ts';
 import type { SpoolRecord } from './types.ts';
 
+export { spoolBytes } from './spool-format.ts';
+
+export type SpoolMetrics = Pick<IngestMetrics, 'spoolDamagedRecords' | 'spoolDamagedBytes' | 'spoolDamagedRows' | 'spoolTornTails'>;
 export interface SpoolOptions {
   dir: string;
   maxBytes: number;
   segmentBytes?: number;
   logger?: Logger;
+  /** Damage and torn-tail counters; also settable later with useMetrics(). */
+  metrics?: SpoolMetrics;
 }
-/** records: committed; segments: fully replayed and deleted; quarantined: moved to quarantine/. */
+/** records: committed; segments: replayed and deleted; quarantined: files written to quarantine/ (damaged spans). */
 export interface ReplayReport { records: number; segments: number; quarantined: number }
 
 export class SpoolFullError extends StrataError {
@@ -34,114 +46,13 @@ export class SpoolFullError extends StrataError {
   }
 }
 
-const MAGIC = 0x53545350; // "STSP"
-const MAGIC_BYTES = Buffer.from([0x53, 0x54, 0x53, 0x50]);
-const HEADER = 12;
-const FIXED = 32; // uuid 16 + facilityId 4 + rowCount 4 + spooledAt 8
-const MAX_PAYLOAD = 256 * 1024 * 1024;
-const SEGMENT = /^seg-(\d{16})\.spool$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const openDirs = new Set<string>(); // dirs open in this process (the lock file holds only a pid)
-
-/** Bytes `records` take on disk once appended. */
-export function spoolBytes(records: readonly SpoolRecord[]): number {
-  return records.reduce((n, r) => n + HEADER + FIXED + r.rows.length, 0);
+interface Segment {
+  seq: number; name: string; path: string; size: number; firstSpooledAt: number | null;
+  /** Still named active when this process found it: the segment of a process that stopped without sealing it. */
+  crashed: boolean;
+  fh?: FileHandle;
 }
-
-function encode(records: readonly SpoolRecord[]): Buffer {
-  const out = Buffer.alloc(spoolBytes(records));
-  let o = 0;
-  records.forEach((r, i) => {
-    const bad = (what: string) => new StrataError('spool_record', `spool record ${i} (batch ${r.batchId}): ${what}`);
-    if (!UUID.test(r.batchId)) throw bad('batchId is not a uuid');
-    if (!Number.isInteger(r.facilityId) || r.facilityId < -(2 ** 31) || r.facilityId >= 2 ** 31) throw bad(`facilityId ${r.facilityId} is not an int4`);
-    if (!Number.isInteger(r.rowCount) || r.rowCount < 0 || r.rowCount >= 2 ** 32) throw bad(`rowCount ${r.rowCount} is not a u32`);
-    if (!Number.isFinite(r.spooledAt)) throw bad(`spooledAt ${r.spooledAt} is not finite`);
-    if (FIXED + r.rows.length > MAX_PAYLOAD) throw bad(`${r.rows.length} row bytes exceed the record limit`);
-    const len = FIXED + r.rows.length;
-    const p = out.subarray(o + HEADER, o + HEADER + len);
-    Buffer.from(r.batchId.replace(/-/g, ''), 'hex').copy(p, 0);
-    p.writeInt32BE(r.facilityId, 16); p.writeUInt32BE(r.rowCount, 20); p.writeDoubleBE(r.spooledAt, 24);
-    r.rows.copy(p, FIXED);
-    out.writeUInt32BE(MAGIC, o); out.writeUInt32BE(len, o + 4); out.writeUInt32BE(crc32(p), o + 8);
-    o += HEADER + len;
-  });
-  return out;
-}
-
-type Parsed = { kind: 'record'; record: SpoolRecord; end: number } | { kind: 'torn'; reason: string } | { kind: 'corrupt'; reason: string };
-
-const allZero = (buf: Buffer, from: number) => buf.subarray(from).every((b) => b === 0);
-
-/** True when a complete record with a valid crc starts somewhere at or after `from`. */
-function validRecordAfter(buf: Buffer, from: number): boolean {
-  for (let p = buf.indexOf(MAGIC_BYTES, from); p >= 0 && p + HEADER <= buf.length; p = buf.indexOf(MAGIC_BYTES, p + 1)) {
-    const len = buf.readUInt32BE(p + 4);
-    if (len >= FIXED && p + HEADER + len <= buf.length && crc32(buf.subarray(p + HEADER, p + HEADER + len)) === buf.readUInt32BE(p + 8)) return true;
-  }
-  return false;
-}
-
-/** The record at `off`; a torn tail is an incomplete last record (or a zero-filled tail) with nothing valid after it. */
-function parseAt(buf: Buffer, off: number): Parsed {
-  const rest = buf.length - off;
-  if (allZero(buf, off)) return { kind: 'torn', reason: `${rest} zero bytes` };
-  if (rest < HEADER) {
-    const head = buf.subarray(off, off + Math.min(rest, 4));
-    return head.equals(MAGIC_BYTES.subarray(0, head.length)) ? { kind: 'torn', reason: `incomplete header (${rest} bytes)` } : { kind: 'corrupt', reason: 'bad magic' };
-  }
-  const magic = buf.readUInt32BE(off);
-  if (magic !== MAGIC) return { kind: 'corrupt', reason: `bad magic 0x${magic.toString(16).padStart(8, '0')}` };
-  const len = buf.readUInt32BE(off + 4);
-  if (len < FIXED || len > MAX_PAYLOAD) return { kind: 'corrupt', reason: `bad payload length ${len}` };
-  const end = off + HEADER + len;
-  if (end > buf.length) {
-    return validRecordAfter(buf, off + HEADER)
-      ? { kind: 'corrupt', reason: `payload length ${len} runs past the end of the file (${buf.length} bytes) over complete records` }
-      : { kind: 'torn', reason: `payload of ${rest - HEADER} of ${len} bytes` };
-  }
-  const p = buf.subarray(off + HEADER, end);
-  if (crc32(p) !== buf.readUInt32BE(off + 8)) return { kind: 'corrupt', reason: 'crc32 mismatch' };
-  const spooledAt = p.readDoubleBE(24);
-  if (!Number.isFinite(spooledAt)) return { kind: 'corrupt', reason: 'spooledAt is not finite' };
-  const h = p.toString('hex', 0, 16);
-  const batchId = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  const record = { batchId, facilityId: p.readInt32BE(16), rowCount: p.readUInt32BE(20), rows: Buffer.from(p.subarray(FIXED)), spooledAt };
-  return { kind: 'record', record, end };
-}
-
-interface Segment { seq: number; name: string; path: string; size: number; firstSpooledAt: number | null; fh?: FileHandle }
 interface Pending { buf: Buffer; first: number; resolve: () => void; reject: (err: unknown) => void }
-
-const segName = (seq: number) => `seg-${String(seq).padStart(16, '0')}.spool`;
-function isAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM'; } // EPERM: alive, another user's
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try { await fh.sync(); } finally { await fh.close(); }
-}
-
-/** Atomically create `<dir>/spool.lock` holding our pid (write a temp file, hard-link it into place). */
-async function acquireLock(dir: string, lockPath: string, log: Logger): Promise<void> {
-  const tmp = `${lockPath}.${process.pid}.tmp`;
-  await writeFile(tmp, `${process.pid}\n`);
-  try {
-    for (let attempt = 0; ; attempt++) {
-      try { await link(tmp, lockPath); await fsyncDir(dir); return; } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 2) throw err;
-      }
-      const text = (await readFile(lockPath, 'utf8').catch(() => '')).trim();
-      const pid = Number(text);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-        throw new StrataError('spool_locked', `spool ${dir} is locked by running process ${pid} (${lockPath}); stop it or give this gateway another spool dir`);
-      }
-      log.warn('taking over the lock of a spool whose owner is gone', { dir, pid: text });
-      await rm(lockPath, { force: true });
-    }
-  } finally { await rm(tmp, { force: true }); }
-}
 
 /** The spooledAt of the first record of a segment file, or null when it has no valid first record. */
 async function firstSpooledAt(path: string, size: number): Promise<number | null> {
@@ -153,8 +64,8 @@ async function firstSpooledAt(path: string, size: number): Promise<number | null
     if (head.length < HEADER || head.readUInt32BE(0) !== MAGIC || len > MAX_PAYLOAD) return null;
     const buf = Buffer.alloc(Math.min(size, HEADER + len));
     await fh.read(buf, 0, buf.length, 0);
-    const r = parseAt(buf, 0);
-    return r.kind === 'record' ? r.record.spooledAt : null;
+    const r = decodeAt(buf, 0);
+    return r.ok ? r.record.spooledAt : null;
   } finally { await fh.close(); }
 }
 
@@ -168,6 +79,7 @@ export class Spool {
   private replays: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | null = null;
   private quarantined = 0;
+  private metrics: SpoolMetrics | null = null;
 
   private constructor(private readonly dir: string, private readonly maxBytes: number, private readonly segmentBytes: number,
     private readonly log: Logger, private nextSeq: number) {}
@@ -175,28 +87,30 @@ export class Spool {
   static async open(opts: SpoolOptions): Promise<Spool> {
     const dir = resolve(opts.dir);
     const log = opts.logger ?? silentLogger;
-    if (openDirs.has(dir)) throw new StrataError('spool_locked', `spool ${dir} is already open in this process (pid ${process.pid})`);
     await mkdir(dir, { recursive: true });
-    await acquireLock(dir, join(dir, 'spool.lock'), log);
-    openDirs.add(dir);
+    await acquireLock(dir, log);
     try {
-      const names = (await readdir(dir)).filter((n) => SEGMENT.test(n)).sort();
-      const quarantined = await readdir(join(dir, 'quarantine')).catch(() => [] as string[]);
-      const seqs = [...names, ...quarantined].map((n) => Number(SEGMENT.exec(n)?.[1] ?? 0));
+      const all = await readdir(dir);
+      const found = all.flatMap((name) => { const s = segmentName(name); return s ? [{ name, ...s }] : []; }).sort((a, b) => a.seq - b.seq);
+      const quarantined = await readdir(join(dir, QUARANTINE)).catch(() => [] as string[]);
+      const seqs = [...all, ...quarantined].map(seqPrefix);
       const spool = new Spool(dir, opts.maxBytes, opts.segmentBytes ?? 16 * 1024 * 1024, log, Math.max(0, ...seqs) + 1);
-      for (const name of names) {
+      spool.metrics = opts.metrics ?? null;
+      for (const { name, seq, active } of found) {
         const path = join(dir, name);
         const { size } = await stat(path);
-        spool.sealed.push({ seq: Number(SEGMENT.exec(name)?.[1]), name, path, size, firstSpooledAt: await firstSpooledAt(path, size) });
+        spool.sealed.push({ seq, name, path, size, firstSpooledAt: await firstSpooledAt(path, size), crashed: active });
       }
-      if (names.length) log.info('spool holds segments from a previous run', { dir, segments: names.length, bytes: spool.bytes });
+      if (found.length) log.info('spool holds segments from a previous run', { dir, segments: found.length, bytes: spool.bytes, unsealed: found.filter((f) => f.active).length });
       return spool;
     } catch (err) {
-      openDirs.delete(dir);
-      await rm(join(dir, 'spool.lock'), { force: true });
+      await releaseLock(dir);
       throw err;
     }
   }
+
+  /** Counts damage and torn tails found by later replays in `metrics`. */
+  useMetrics(metrics: SpoolMetrics): void { this.metrics = metrics; }
 
   private get closed(): boolean { return this.closing !== null; }
   private closedError() { return new StrataError('spool_closed', `spool ${this.dir} is closed`); }
@@ -216,7 +130,7 @@ export class Spool {
     if (this.closed) return Promise.reject(this.closedError());
     if (!records.length) return Promise.resolve();
     let buf: Buffer;
-    try { buf = encode(records); } catch (err) { return Promise.reject(err); }
+    try { buf = encodeRecords(records); } catch (err) { return Promise.reject(err); }
     if (this.wouldOverflow(buf.length)) return Promise.reject(new SpoolFullError(this.dir, this.bytes + this.reserved, buf.length, this.maxBytes));
     this.reserved += buf.length;
     return new Promise<void>((resolve, reject) => {
@@ -237,10 +151,8 @@ export class Spool {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.replays;
-      await this.fileOp(async () => { await this.active?.fh?.close(); if (this.active) this.active.fh = undefined; });
-      const lockPath = join(this.dir, 'spool.lock');
-      if ((await readFile(lockPath, 'utf8').catch(() => '')).trim() === String(process.pid)) await rm(lockPath, { force: true });
-      openDirs.delete(this.dir);
+      await this.fileOp(() => this.sealActive()); // a clean stop: the active segment is complete
+      await releaseLock(this.dir);
     })();
     return this.closing;
   }
@@ -263,7 +175,6 @@ export class Spool {
       seg.size += buf.length;
       seg.firstSpooledAt ??= group[0]!.first;
       this.reserved -= buf.length;
-      for (const g of group) g.resolve();
     } catch (err) {
       this.reserved -= buf.length;
       this.log.error('spool write failed; abandoning the active segment', { dir: this.dir, error: err });
@@ -272,26 +183,42 @@ export class Spool {
       for (const g of group) g.reject(e);
       return;
     }
+    // Sealed before the answer, so what a caller sees after an append is settled (sealActive never throws).
     if (this.active && this.active.size >= this.segmentBytes) await this.sealActive();
+    for (const g of group) g.resolve();
   }
 
   private async createSegment(): Promise<Segment> {
     const seq = this.nextSeq++;
-    const name = segName(seq);
+    const name = activeName(seq);
     const path = join(this.dir, name);
     const fh = await open(path, 'ax');
     try { await fsyncDir(this.dir); } catch (err) { await fh.close(); await rm(path, { force: true }); throw err; }
-    return { seq, name, path, size: 0, firstSpooledAt: null, fh };
+    return { seq, name, path, size: 0, firstSpooledAt: null, crashed: false, fh };
   }
 
-  /** Call inside fileOp. The active segment joins the sealed ones and is never written again. */
+  /** Call inside fileOp. The active segment joins the sealed ones, is renamed sealed and never written again. */
   private async sealActive(): Promise<void> {
     const seg = this.active;
     if (!seg) return;
     this.active = null;
-    this.sealed.push(seg);
+    if (seg.size > 0) this.sealed.push(seg); // before any await: bytes and oldestSpooledAt keep counting it
     await seg.fh?.close().catch((err: unknown) => this.log.warn('closing a sealed spool segment failed', { file: seg.path, error: err }));
     seg.fh = undefined;
+    if (seg.size > 0) await this.rename(seg, sealedName(seg.seq));
+    else await rm(seg.path, { force: true }).catch(() => {});
+  }
+
+  /** Renames a sealed segment (every byte in it was fsynced, so a short tail after this is damage). */
+  private async rename(seg: Segment, name: string): Promise<void> {
+    const path = join(this.dir, name);
+    try {
+      await rename(seg.path, path);
+      Object.assign(seg, { name, path });
+      await fsyncDir(this.dir);
+    } catch (err) {
+      this.log.warn('renaming a sealed spool segment failed; it keeps its active name', { file: seg.path, error: err });
+    }
   }
 
   /** After a failed write: cut the file back to its acknowledged bytes and seal it (or drop it when empty). */
@@ -299,12 +226,16 @@ export class Spool {
     const seg = this.active;
     if (!seg) return;
     this.active = null;
-    await seg.fh?.truncate(seg.size).catch(() => {}); // drop the partial write: later appends must not follow garbage
+    // Drop the partial write: later appends must not follow garbage. When that fails too, the bytes
+    // past the acknowledged ones stay, and the segment keeps its active name (a torn tail may follow).
+    const cut = await seg.fh?.truncate(seg.size).then(() => true, () => false);
     await seg.fh?.close().catch(() => {});
     seg.fh = undefined;
     seg.size = await stat(seg.path).then((s) => s.size, () => seg.size);
-    if (seg.size > 0) this.sealed.push(seg);
-    else await rm(seg.path, { force: true }).catch(() => {});
+    if (seg.size === 0) { await rm(seg.path, { force: true }).catch(() => {}); return; }
+    this.sealed.push(seg);
+    if (cut) await this.rename(seg, sealedName(seg.seq));
+    else seg.crashed = true;
   }
 
   private async replayOnce(commit: (r: SpoolRecord) => Promise<void>): Promise<ReplayReport> {
@@ -318,45 +249,40 @@ export class Spool {
         this.sealed.splice(this.sealed.indexOf(seg), 1);
         continue;
       }
-      let off = 0;
-      let committed = 0;
-      let corrupt: string | null = null;
-      while (off < buf.length && corrupt === null) {
-        const r = parseAt(buf, off);
-        if (r.kind === 'corrupt') corrupt = `${seg.name}: ${r.reason} at byte offset ${off}; the ${committed} records before it were committed\n`;
-        else if (r.kind === 'torn') {
-          this.log.warn('ignoring the torn tail of a spool segment (an unacknowledged append cut short)', { file: seg.path, offset: off, reason: r.reason });
-          break;
-        } else {
-          if (this.closed) return report;
-          await commit(r.record);
-          committed++;
-          report.records++;
-          off = r.end;
-        }
+      const scan = scanSegment(buf, { mayHaveTornTail: seg.crashed });
+      for (const r of scan.records) {
+        if (this.closed) return report;
+        await commit(r.record);
+        report.records++;
       }
-      if (corrupt !== null) {
-        await this.quarantine(seg, corrupt);
+      // Every intact record committed: only now keep the damage aside and let the segment go.
+      if (scan.torn) {
+        this.metrics?.spoolTornTails.inc();
+        this.log.warn('dropped the torn tail of a segment a stopped process was appending to (an unacknowledged append cut short)',
+          { file: seg.path, offset: scan.torn.start, bytes: scan.torn.end - scan.torn.start, reason: scan.torn.reason });
+      }
+      let moved = false;
+      for (const span of scan.damage) {
+        const state = seg.crashed ? 'unsealed segment of a stopped process' : 'sealed';
+        const note = `the ${scan.records.length} intact records of the segment were replayed${scan.damage.length > 1 ? `; it had ${scan.damage.length} damaged spans` : ''}`;
+        const target = await quarantineSpan(this.dir, seg.path, seg.name, buf, span, reasonText(seg.name, state, buf.length, span, note));
+        moved ||= span.start === 0 && span.end === buf.length;
+        this.quarantined++;
         report.quarantined++;
-      } else {
+        this.metrics?.spoolDamagedRecords.inc(span.records);
+        this.metrics?.spoolDamagedBytes.inc(span.end - span.start);
+        this.metrics?.spoolDamagedRows.inc(span.rows);
+        this.log.error('damaged spool bytes moved to quarantine; the intact records around them were replayed', {
+          file: seg.path, quarantinedAs: target, start: span.start, end: span.end, bytes: span.end - span.start,
+          records: span.records, rows: span.rows, rowsKnown: span.rowsKnown, reason: span.reason, summary: spanSummary(span),
+        });
+      }
+      if (!moved) {
         await rm(seg.path, { force: true });
-        this.sealed.splice(this.sealed.indexOf(seg), 1);
         report.segments++;
       }
+      this.sealed.splice(this.sealed.indexOf(seg), 1);
     }
     return report;
-  }
-
-  private async quarantine(seg: Segment, reason: string): Promise<void> {
-    const qdir = join(this.dir, 'quarantine');
-    await mkdir(qdir, { recursive: true });
-    let target = join(qdir, seg.name);
-    for (let i = 1; await stat(target).then(() => true, () => false); i++) target = join(qdir, `${seg.name}.${i}`);
-    await rename(seg.path, target);
-    await writeFile(`${target}.reason.txt`, reason);
-    await fsyncDir(qdir).catch(() => {});
-    this.sealed.splice(this.sealed.indexOf(seg), 1);
-    this.quarantined++;
-    this.log.error('quarantined a corrupt spool segment', { file: seg.path, quarantinedAs: target, reason: reason.trim() });
   }
 }

@@ -9,7 +9,7 @@ import type { Db } from '../db/port.ts';
 import { errorText } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Batch, Part } from './batcher.ts';
-import { backoffMs, classify } from './classify.ts';
+import { DOWN, backoffMs, classify, isReadOnlyError } from './classify.ts';
 import { BINARY_HEADER, BINARY_TRAILER, METRICS_COPY_BINARY } from './copy-encode.ts';
 import type { IngestMetrics } from './metrics.ts';
 import { SpoolFullError, type Spool } from './spool.ts';
@@ -54,9 +54,19 @@ function isDeadline(err: unknown): boolean {
   return e?.deadline === true || (typeof e?.message === 'string' && /query read timeout/i.test(e.message));
 }
 
+/** The DOWN text for a retryable failure of commitWithRetry. */
+export function downReason(err: unknown): string {
+  return (err as { readOnly?: boolean }).readOnly ? DOWN.readOnly : DOWN.unreachable;
+}
+
 export class Writer {
-  /** True after a batch exhausted its retries; cleared by markUp() once the database answers again. */
+  /**
+   * True after a batch exhausted its retries or met a read-only server (markDown); cleared by
+   * markUp() once the replayer's probe finds the database accepting writes again.
+   */
   down = false;
+  /** Why the database is taken for down (a DOWN text), null while up. */
+  downReason: string | null = null;
   /** Moving average of successful attempts' durations, ms. */
   private averageMs = 0;
   private active = 0;
@@ -73,8 +83,23 @@ export class Writer {
     private readonly facilityCode: (id: number) => string,
   ) {}
 
-  markUp(): void {
+  /**
+   * The database is down for writing (unreachable, or answering but read-only): batches spool at once
+   * until markUp(). Logs only a change of state (up → down, or a new reason), never once a batch or
+   * once a probe.
+   */
+  markDown(reason: string, error?: unknown): void {
+    if (!this.down) this.log.warn('database unavailable; spooling batches until it accepts writes again', { reason, ...(error === undefined ? {} : { error }) });
+    else if (reason !== this.downReason) this.log.info('database still unavailable', { reason });
+    this.down = true;
+    this.downReason = reason;
+  }
+
+  /** The database accepts writes again; logs the change of state once. */
+  markUp(fields: Record<string, unknown> = {}): void {
+    if (this.down) this.log.info('database accepts writes again; replaying the spool', fields);
     this.down = false;
+    this.downReason = null;
   }
 
   /** The current attempt deadline: the configured one, or SLOWDOWN × the recent average if longer. */
@@ -141,6 +166,9 @@ export class Writer {
       } catch (err) {
         const cls = classify(err);
         this.metrics.errors.inc({ stage });
+        // A read-only server (a primary turned read-only, a standby behind the write endpoint) stays
+        // so until a failover moves the endpoint: spool now rather than retry against it.
+        if (isReadOnlyError(err)) throw Object.assign(new Error(errorText(err)), { cls, readOnly: true, cause: err });
         const slowNotDown = cls === 'retry' && isDeadline(err) && this.commits > commitsBefore && tries + 1 < SLOW_TRIES * this.opts.maxAttempts;
         if (!slowNotDown) attempt++;
         if (cls !== 'retry' || attempt >= this.opts.maxAttempts) throw Object.assign(new Error(errorText(err)), { cls, cause: err });
@@ -162,8 +190,7 @@ export class Writer {
     } catch (err) {
       const cls = (err as { cls?: string }).cls;
       if (cls === 'retry') {
-        if (!this.down) this.log.warn('database unreachable; spooling batches until it is back', { error: err });
-        this.down = true;
+        this.markDown(downReason(err), err);
         return this.toSpool(batch.id, batch.facilityId, batch.parts);
       }
       if (cls === 'data' && batch.parts.length > 1) return this.writeSeparately(batch);
@@ -181,7 +208,10 @@ export class Writer {
           this.metrics.batches.inc({ outcome });
           p.done({ ok: true, via: 'db' });
         } catch (err) {
-          if ((err as { cls?: string }).cls === 'retry') return this.toSpool(id, batch.facilityId, [p]);
+          if ((err as { cls?: string }).cls === 'retry') {
+            this.markDown(downReason(err), err);
+            return this.toSpool(id, batch.facilityId, [p]);
+          }
           this.settleFailed([p], (err as { cls?: string }).cls, err);
         }
       }),

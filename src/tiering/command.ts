@@ -3,7 +3,9 @@ import { parseArgs } from 'node:util';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/port.ts';
 import { UsageError } from '../errors.ts';
+import { jobLocks, type LockSource } from '../jobs/lock.ts';
 import type { Logger } from '../log.ts';
+import { stopOnSignals } from '../signals.ts';
 import { bytes, parseDuration } from '../units.ts';
 import { racingPolicyWarnings, readChunks } from './catalog.ts';
 import { runTiering, type RunSummary } from './job.ts';
@@ -58,7 +60,8 @@ export function formatSummary(s: RunSummary): string {
     'max-duration': 'stopped at --max-duration',
     window: 'outside (or at the end of) the maintenance window',
     locked: 'another worker holds the lock on this hypertable; nothing done',
-    'lock-lost': 'the lock was lost (connection replaced); stopped',
+    'lock-lost': `lost the job lock (${s.stoppedBy ?? 'its session ended'}); stopped at once, the next run continues from the catalog`,
+    stopped: `stopped by ${s.stoppedBy ?? 'a signal'} after step ${s.stepsDone + s.stepsFailed} of ${s.stepsPlanned}; the next run continues from the catalog`,
   };
   return [
     `tiering run ${s.runId}: ${stop[s.stopped]}`,
@@ -68,7 +71,14 @@ export function formatSummary(s: RunSummary): string {
   ].join('\n');
 }
 
-export async function tierCommand(args: string[], config: Config, log: Logger, db: Db, out: (t: string) => void): Promise<number> {
+export interface TierCommandDeps {
+  /** Where the job lock is taken (default: a dedicated connection to STRATA_ADMIN_DATABASE_URL; the embedded database's own session). */
+  locks?: LockSource;
+  /** Stops the run after its current step (default: SIGTERM/SIGINT). */
+  signal?: AbortSignal;
+}
+
+export async function tierCommand(args: string[], config: Config, log: Logger, db: Db, out: (t: string) => void, deps: TierCommandDeps = {}): Promise<number> {
   const [sub, ...rest] = args;
   const policy = policyFromConfig(config);
   if (sub === 'plan') {
@@ -97,16 +107,25 @@ export async function tierCommand(args: string[], config: Config, log: Logger, d
       throw new UsageError(`strata tier run: ${(err as Error).message}`);
     }
     for (const w of await racingPolicyWarnings(db)) log.warn(w);
-    const s = await runTiering(db, log, {
-      policy,
-      ...(maxChunks ? { maxChunks } : {}),
-      ...(maxDurationMs ? { maxDurationMs } : {}),
-      ...(window ? { window } : {}),
-      verify: !values['no-verify'],
-      lockTimeoutMs: config.tierLockTimeoutMs,
-    });
+    // SIGTERM/SIGINT: the run stops after its current step and exits 0; a second signal exits at once.
+    const signals = deps.signal ? null : stopOnSignals({ log, what: 'the tiering run stops after its current step' });
+    let s: RunSummary;
+    try {
+      s = await runTiering(db, log, {
+        policy,
+        ...(maxChunks ? { maxChunks } : {}),
+        ...(maxDurationMs ? { maxDurationMs } : {}),
+        ...(window ? { window } : {}),
+        verify: !values['no-verify'],
+        lockTimeoutMs: config.tierLockTimeoutMs,
+        locks: deps.locks ?? jobLocks(config.adminDatabaseUrl, db),
+        signal: deps.signal ?? signals!.signal,
+      });
+    } finally {
+      signals?.dispose();
+    }
     out(values.json ? JSON.stringify(s, null, 2) : formatSummary(s));
-    return s.stepsFailed > 0 || s.failures.length > 0 ? 1 : 0;
+    return s.stopped === 'lock-lost' || s.stepsFailed > 0 || s.failures.length > 0 ? 1 : 0;
   }
   throw new UsageError(`strata tier: unknown subcommand ${sub ? `"${sub}"` : '(none)'}\n${USAGE}`);
 }

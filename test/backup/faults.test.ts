@@ -187,5 +187,8 @@ describe('strata archive run killed with SIGKILL', () => {
     } finally {
       await check.close();
     }
-  });
+    // Five `strata archive run` processes in a row, each starting tsx, PGlite's TimescaleDB (WASM) and
+    // the S3 client afresh: ~45 s on an idle 2-core machine, more than twice that under load. Each
+    // run ends by itself or at its kill pattern, so the limit only has to be generous.
+  }, 300_000);
 });

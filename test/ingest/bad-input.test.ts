@@ -210,3 +210,48 @@ describe('lines the series catalog cannot store cost only themselves', () => {
     expect(await rows('jnul')).toBe(2);
   });
 });
+
+describe('the accepted time window', () => {
+  const YEAR_S = 31_556_952;
+  let tw: Gateway;
+  let site: { id: number; token: string };
+
+  beforeAll(async () => {
+    site = await facility(admin, 'windowed');
+    tw = await gateway(db, { timeWindow: { pastMs: 10 * YEAR_S * 1000, futureMs: 86_400_000, pastText: '10 years', futureText: '1 day' } });
+  });
+  afterAll(async () => {
+    await tw?.stop();
+  });
+
+  const send = (body: string, path = '/api/v2/write?precision=s') => post(tw.url, path, body, { Authorization: `Token ${site.token}` });
+  const now = () => Math.floor(Date.now() / 1000);
+  const seriesNamed = async (measurement: string) =>
+    Number((await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM strata.series WHERE facility_id = $1 AND measurement = $2', [site.id, measurement])).rows[0]!.n);
+
+  it('refuses a line too far in the past or the future with 400 and the reason, cached series or new, and writes the rest', async () => {
+    expect((await send(`tw v=0 ${now()}`)).status).toBe(204); // the series is cached: the next lines take the fast path
+    const t = now();
+    const r = await send([`tw v=1 ${t - 11 * YEAR_S}`, `tw v=2 ${t - 9 * YEAR_S}`, `tw v=3 ${t + 3 * 86_400}`, `tw v=4 ${t}`, `tw_new v=5 ${t - 20 * YEAR_S}`, `tw_new v=6 -2208988800`].join('\n'));
+    expect(r.status).toBe(400);
+    expect(r.body.written).toBe(2);
+    const rejected = r.body.rejected as { line: number; reason: string }[];
+    expect(rejected.map((x) => x.line)).toEqual([1, 3, 5, 6]);
+    expect(rejected[0]!.reason).toMatch(/^timestamp \d{4}-\d\d-\d\dT[\d:.]+Z is more than 10 years in the past \(accepted: .+ to .+; STRATA_TIME_MAX_PAST\)$/);
+    expect(rejected[1]!.reason).toMatch(/is more than 1 day in the future \(accepted: .+; STRATA_TIME_MAX_FUTURE\)$/);
+    expect(rejected[3]!.reason).toMatch(/^timestamp 1900-01-01T00:00:00.000Z is more than 10 years in the past/);
+    expect(await count(admin, `series_id IN (SELECT id FROM strata.series WHERE measurement = 'tw')`)).toBe(3);
+    expect(await seriesNamed('tw_new')).toBe(0); // a refused line names no series
+  });
+
+  it('refuses a JSON metric outside the window by its index', async () => {
+    const ms = Date.now();
+    const r = await post(tw.url, '/v1/metrics', JSON.stringify({ metrics: [{ name: 'twj', fields: { v: 1 }, time: ms - 11 * YEAR_S * 1000 }, { name: 'twj', fields: { v: 2 }, time: ms }, { name: 'twj', fields: { v: 3 }, time: ms + 2 * 86_400_000 }] }), { Authorization: `Token ${site.token}` });
+    expect(r.status).toBe(400);
+    expect(r.body.written).toBe(1);
+    expect((r.body.rejected as { index: number; reason: string }[]).map((x) => [x.index, /in the (past|future)/.exec(x.reason)?.[1]])).toEqual([
+      [0, 'past'],
+      [2, 'future'],
+    ]);
+  });
+});

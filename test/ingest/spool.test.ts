@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createIngestMetrics, type IngestMetrics } from '../../src/ingest/metrics.ts';
 import { Spool, SpoolFullError, spoolBytes, type SpoolOptions } from '../../src/ingest/spool.ts';
 import type { SpoolRecord } from '../../src/ingest/types.ts';
 import { createLogger, silentLogger } from '../../src/log.ts';
@@ -50,6 +51,9 @@ async function fill(count: number, perSegment: number): Promise<void> {
   const s = await openSpool({ segmentBytes: perSegment * SIZE });
   for (const r of range(0, count)) await s.append([r]);
   await closeSpool(s);
+}
+async function counter(m: IngestMetrics, name: string): Promise<number> {
+  return ((await m.registry.getSingleMetric(name)?.get())?.values ?? []).reduce((n, v) => n + v.value, 0);
 }
 function capture() {
   const lines: { level: string; msg: string; file?: string }[] = [];
@@ -211,7 +215,7 @@ describe('spool: corruption and torn tails', () => {
     ['a flipped payload byte', (b: Buffer) => { b[at + 12 + 20] = b[at + 12 + 20]! ^ 0x40; }, /crc32 mismatch at byte offset 108/],
     ['a flipped magic byte', (b: Buffer) => { b[at] = b[at]! ^ 0x01; }, /bad magic 0x52545350 at byte offset 108/],
     ['a length running past the end over complete records', (b: Buffer) => { b.writeUInt32BE(10_000, at + 4); }, /payload length 10000 runs past the end .* at byte offset 108/],
-  ])('%s: earlier records commit, the segment is quarantined with a reason, later segments replay', async (_name, damage, reason) => {
+  ])('%s: only the damaged record is quarantined, with a reason; every other record replays', async (_name, damage, reason) => {
     await fill(12, 4);
     const [, victim] = await segments();
     const buf = await readFile(join(dir, victim!));
@@ -221,15 +225,16 @@ describe('spool: corruption and torn tails', () => {
     const { lines, logger } = capture();
     const s = await openSpool({ logger });
     const { got, report } = await drain(s);
-    expect(got).toEqual([...range(0, 6), ...range(8, 12)]);
-    expect(report).toEqual({ records: 10, segments: 2, quarantined: 1 });
+    expect(got).toEqual([...range(0, 6), ...range(7, 12)]);
+    expect(report).toEqual({ records: 11, segments: 3, quarantined: 1 });
     expect(s.quarantinedSegments).toBe(1);
     expect(await segments()).toEqual([]);
     expect(s.bytes).toBe(0);
-    expect((await readdir(join(dir, 'quarantine'))).sort()).toEqual([victim, `${victim}.reason.txt`]);
-    expect(await readFile(join(dir, 'quarantine', victim!))).toEqual(buf);
-    expect(await readFile(join(dir, 'quarantine', `${victim}.reason.txt`), 'utf8')).toMatch(reason);
-    expect(lines.some((l) => l.level === 'error' && l.file === join(dir, victim!))).toBe(true);
+    const kept = `${victim}.${at}-${at + SIZE}.damaged`;
+    expect((await readdir(join(dir, 'quarantine'))).sort()).toEqual([kept, `${kept}.reason.txt`]);
+    expect(await readFile(join(dir, 'quarantine', kept))).toEqual(buf.subarray(at, at + SIZE));
+    expect(await readFile(join(dir, 'quarantine', `${kept}.reason.txt`), 'utf8')).toMatch(reason);
+    expect(lines.filter((l) => l.level === 'error' && l.file === join(dir, victim!))).toHaveLength(1);
 
     expect(await drain(s)).toEqual({ got: [], report: { records: 0, segments: 0, quarantined: 0 } });
     expect(s.quarantinedSegments).toBe(1);
@@ -249,32 +254,89 @@ describe('spool: corruption and torn tails', () => {
     expect(s.empty).toBe(true);
   });
 
-  it.each([
+  /** Three records appended one at a time by a process killed with SIGKILL: its segment stays active-named. */
+  async function crashFill(count: number): Promise<string> {
+    const records = range(0, count).map((r) => ({ ...r, rows: r.rows.toString('hex') }));
+    const { exit } = await runNode(`
+      import { Spool } from './src/ingest/spool.ts';
+      const s = await Spool.open({ dir: ${JSON.stringify(dir)}, maxBytes: 1 << 20 });
+      for (const r of ${JSON.stringify(records)}) await s.append([{ ...r, rows: Buffer.from(r.rows, 'hex') }]);
+      process.kill(process.pid, 'SIGKILL');`);
+    expect(await exit).toBe(-1);
+    const names = await segments();
+    expect(names).toEqual(['seg-0000000000000001.active.spool']);
+    return names[0]!;
+  }
+  const cuts = [
     ['part of the last payload missing', 3],
     ['only 5 bytes of the last header left', SIZE - 5],
     ['the last header complete, its payload missing', SIZE - 12],
-  ])('torn tail (%s): the complete records replay, the file is deleted, nothing is quarantined', async (_name, cut) => {
-    await fill(3, 3);
-    const [name] = await segments();
-    await truncate(join(dir, name!), 3 * SIZE - cut);
+  ] as const;
+
+  it.each(cuts)('torn tail of the active segment of a crashed process (%s): the complete records replay, the tail is dropped and counted', async (_name, cut) => {
+    const name = await crashFill(3);
+    await truncate(join(dir, name), 3 * SIZE - cut);
     const { lines, logger } = capture();
-    const s = await openSpool({ logger });
+    const metrics = createIngestMetrics({ defaults: false });
+    const s = await openSpool({ logger, metrics });
     const { got, report } = await drain(s);
     expect(got).toEqual(range(0, 2));
     expect(report).toEqual({ records: 2, segments: 1, quarantined: 0 });
     expect(await readdir(dir)).toEqual(['spool.lock']);
     expect(lines.some((l) => l.level === 'warn' && /torn tail/.test(l.msg))).toBe(true);
     expect(lines.some((l) => l.level === 'error')).toBe(false);
+    expect(await counter(metrics, 'strata_ingest_spool_torn_tails_total')).toBe(1);
   });
 
-  it('a zero-filled tail (file size extended, data lost in a crash) is a torn tail', async () => {
-    await fill(2, 2);
+  it.each(cuts)('the same cut in a sealed segment (%s) is kept in quarantine and counted, not dropped', async (_name, cut) => {
+    await fill(3, 3);
     const [name] = await segments();
-    await truncate(join(dir, name!), 2 * SIZE + 4096);
+    expect(name).toBe('seg-0000000000000001.spool'); // sealed by close()
+    await truncate(join(dir, name!), 3 * SIZE - cut);
+    const metrics = createIngestMetrics({ defaults: false });
+    const s = await openSpool({ metrics });
+    const { got, report } = await drain(s);
+    expect(got).toEqual(range(0, 2));
+    expect(report).toEqual({ records: 2, segments: 1, quarantined: 1 });
+    const kept = `${name}.${2 * SIZE}-${3 * SIZE - cut}.damaged`;
+    expect((await readdir(join(dir, 'quarantine'))).sort()).toEqual([kept, `${kept}.reason.txt`]);
+    expect(await readFile(join(dir, 'quarantine', `${kept}.reason.txt`), 'utf8')).toMatch(/segment: seg-0000000000000001\.spool \(sealed.*at byte offset 108; no intact record follows/s);
+    expect(await counter(metrics, 'strata_ingest_spool_damaged_records_total')).toBe(1);
+    expect(await counter(metrics, 'strata_ingest_spool_damaged_bytes_total')).toBe(SIZE - cut);
+    expect(await counter(metrics, 'strata_ingest_spool_torn_tails_total')).toBe(0);
+  });
+
+  it('in a crashed active segment only the last record may be torn: a complete last record with a bad crc is quarantined', async () => {
+    const name = await crashFill(3);
+    const buf = await readFile(join(dir, name));
+    buf[buf.length - 1] = buf[buf.length - 1]! ^ 0xff;
+    await writeFile(join(dir, name), buf);
+    const metrics = createIngestMetrics({ defaults: false });
+    const s = await openSpool({ metrics });
+    const { got, report } = await drain(s);
+    expect(got).toEqual(range(0, 2));
+    expect(report.quarantined).toBe(1);
+    expect(await counter(metrics, 'strata_ingest_spool_damaged_records_total')).toBe(1);
+    expect(await counter(metrics, 'strata_ingest_spool_torn_tails_total')).toBe(0);
+  });
+
+  it('a zero-filled tail (file size extended, data lost in a crash) is a torn tail of a crashed active segment, damage in a sealed one', async () => {
+    const name = await crashFill(2);
+    await truncate(join(dir, name), 2 * SIZE + 4096);
     const s = await openSpool();
     const { got, report } = await drain(s);
     expect(got).toEqual(range(0, 2));
     expect(report.quarantined).toBe(0);
+    await closeSpool(s);
+
+    await fill(2, 2);
+    const [sealed] = await segments();
+    await truncate(join(dir, sealed!), 2 * SIZE + 4096);
+    const again = await openSpool();
+    const second = await drain(again);
+    expect(second.got).toEqual(range(0, 2));
+    expect(second.report.quarantined).toBe(1);
+    expect(await readFile(join(dir, 'quarantine', `${sealed}.${2 * SIZE}-${2 * SIZE + 4096}.damaged.reason.txt`), 'utf8')).toMatch(/4096 zero bytes/);
   });
 });
 

@@ -72,19 +72,22 @@ export class Cluster implements ClusterInfo {
     readonly dir: string,
     readonly pgPort: number,
     readonly bouncerPort: number,
+    /** The PostgreSQL binaries (a relocated copy for a test that needs extension files of its own). */
+    readonly pgBin = PG_BIN,
   ) {}
 
-  static async create(): Promise<Cluster> {
-    for (const bin of [`${PG_BIN}/initdb`, PGBOUNCER]) {
+  static async create(opts: { pgBin?: string } = {}): Promise<Cluster> {
+    const pgBin = opts.pgBin ?? PG_BIN;
+    for (const bin of [`${pgBin}/initdb`, PGBOUNCER]) {
       if (!existsSync(bin)) throw new Error(`${bin} not found: install postgresql-15 and pgbouncer (sudo apt-get install postgresql-15 pgbouncer)`);
     }
     const dir = mkdtempSync(join(tmpdir(), 'strata-pg-'));
     const user = osUser();
     if (user) chownSync(dir, user.uid, user.gid);
-    const c = new Cluster(dir, await freePort(), await freePort());
+    const c = new Cluster(dir, await freePort(), await freePort(), pgBin);
     writeFileSync(join(dir, 'pwfile'), PASSWORD + '\n');
     if (user) chownSync(join(dir, 'pwfile'), user.uid, user.gid);
-    await as(`${PG_BIN}/initdb`, ['-D', c.dataDir, '-U', SUPERUSER, `--pwfile=${join(dir, 'pwfile')}`, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C.UTF-8']);
+    await as(`${pgBin}/initdb`, ['-D', c.dataDir, '-U', SUPERUSER, `--pwfile=${join(dir, 'pwfile')}`, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C.UTF-8']);
     const conf = [
       `port = ${c.pgPort}`,
       `listen_addresses = '127.0.0.1'`,
@@ -145,12 +148,12 @@ export class Cluster implements ClusterInfo {
   }
 
   async startPostgres(): Promise<void> {
-    await as(`${PG_BIN}/pg_ctl`, ['-D', this.dataDir, '-l', join(this.dir, 'postgres.log'), '-w', 'start']);
+    await as(`${this.pgBin}/pg_ctl`, ['-D', this.dataDir, '-l', join(this.dir, 'postgres.log'), '-w', 'start']);
     await waitForPort(this.pgPort, true);
   }
 
   async stopPostgres(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
-    await as(`${PG_BIN}/pg_ctl`, ['-D', this.dataDir, '-m', mode, '-w', 'stop']);
+    await as(`${this.pgBin}/pg_ctl`, ['-D', this.dataDir, '-m', mode, '-w', 'stop']);
   }
 
   async startBouncer(): Promise<void> {

@@ -76,5 +76,9 @@ describe('strata tier run killed with SIGKILL', () => {
       );
       expect(states.rows.map((r) => `${r.tablespace ?? 'default'}:${r.compressed}`)).toEqual(['cold_data:true', 'warm_data:true', 'default:false']);
     });
-  });
+    // Seven `strata tier run` processes in a row, each starting tsx and PGlite's TimescaleDB (WASM)
+    // afresh: 40-60 s on an idle 2-core machine, two or three times that while other suites run
+    // beside it. Nothing here waits on a clock (each run ends by itself or at its kill pattern), so the
+    // limit only has to be generous.
+  }, 300_000);
 });
