@@ -16,17 +16,8 @@ import type { Gateway } from '../../src/ingest/gateway.ts';
 import { createLogger } from '../../src/log.ts';
 import { facility, gateway, plainSchema, post } from '../support/gateway.ts';
 import { startFailoverStack, type FailoverStack } from '../support/standby.ts';
+import { sleep, until } from '../support/wait.ts';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await Promise.resolve().then(check).catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 const SERIES = 4;
 const ROWS = 5;

@@ -12,6 +12,7 @@ import { Cluster, freePort } from '../support/cluster.ts';
 import { createDatabase, type TestDatabase } from '../support/databases.ts';
 import { facility, gateway, plainSchema, post, tempDir } from '../support/gateway.ts';
 import { PgProxy } from '../support/pg-proxy.ts';
+import { sleep, until } from '../support/wait.ts';
 
 let c: Cluster;
 let t: TestDatabase;
@@ -32,16 +33,6 @@ afterAll(async () => {
   await c?.destroy();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /** Requests of `lines` rows each, tagged `run`; each row's value is unique, so repeats show up. */
 function request(run: string, n: number, lines = 50): string {

@@ -67,6 +67,29 @@ export function urlFor(port: number, database = 'postgres', user = SUPERUSER, pa
   return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
 }
 
+/** A PgBouncer configuration in transaction pooling (server_login_retry = 1) in front of `upstreamPort`, files in `dir`. */
+export function bouncerIni(o: { dir: string; upstreamPort: number; listenPort: number; maxClientConn: number; extra?: string[] }): string {
+  return [
+    '[databases]',
+    `* = host=127.0.0.1 port=${o.upstreamPort}`,
+    '[pgbouncer]',
+    'listen_addr = 127.0.0.1',
+    `listen_port = ${o.listenPort}`,
+    `unix_socket_dir = ${o.dir}`,
+    'auth_type = scram-sha-256',
+    `auth_file = ${o.dir}/userlist.txt`,
+    'pool_mode = transaction',
+    'server_login_retry = 1',
+    ...(o.extra ?? []),
+    `max_client_conn = ${o.maxClientConn}`,
+    'default_pool_size = 20',
+    'ignore_startup_parameters = extra_float_digits,options',
+    `pidfile = ${o.dir}/pgbouncer.pid`,
+    `logfile = ${o.dir}/pgbouncer.log`,
+    `admin_users = ${SUPERUSER}`,
+  ].join('\n');
+}
+
 export class Cluster implements ClusterInfo {
   constructor(
     readonly dir: string,
@@ -98,24 +121,7 @@ export class Cluster implements ClusterInfo {
       'shared_buffers = 128MB',
     ].join('\n');
     await as('sh', ['-c', `printf '%s\\n' "${conf.replace(/"/g, '\\"')}" >> ${c.dataDir}/postgresql.conf`]);
-    const ini = [
-      '[databases]',
-      `* = host=127.0.0.1 port=${c.pgPort}`,
-      '[pgbouncer]',
-      'listen_addr = 127.0.0.1',
-      `listen_port = ${c.bouncerPort}`,
-      `unix_socket_dir = ${dir}`,
-      'auth_type = scram-sha-256',
-      `auth_file = ${dir}/userlist.txt`,
-      'pool_mode = transaction',
-      'server_login_retry = 1',
-      'max_client_conn = 500',
-      'default_pool_size = 20',
-      'ignore_startup_parameters = extra_float_digits,options',
-      `pidfile = ${dir}/pgbouncer.pid`,
-      `logfile = ${dir}/pgbouncer.log`,
-      `admin_users = ${SUPERUSER}`,
-    ].join('\n');
+    const ini = bouncerIni({ dir, upstreamPort: c.pgPort, listenPort: c.bouncerPort, maxClientConn: 500 });
     writeFileSync(join(dir, 'pgbouncer.ini'), ini + '\n');
     writeFileSync(join(dir, 'userlist.txt'), `"${SUPERUSER}" "${PASSWORD}"\n`);
     if (user) for (const f of ['pgbouncer.ini', 'userlist.txt']) chownSync(join(dir, f), user.uid, user.gid);

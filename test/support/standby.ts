@@ -18,7 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { PASSWORD, PGBOUNCER, PG_BIN, SUPERUSER, freePort, urlFor } from './cluster.ts';
+import { PASSWORD, PGBOUNCER, PG_BIN, SUPERUSER, bouncerIni, freePort, urlFor } from './cluster.ts';
+import { until } from './wait.ts';
 
 const run = promisify(execFile);
 export const HAPROXY = process.env.STRATA_TEST_HAPROXY ?? '/usr/sbin/haproxy';
@@ -85,16 +86,6 @@ function write(path: string, text: string): void {
   own(path);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 async function portOpen(port: number): Promise<boolean> {
   return new Promise<boolean>((resolve) => {
@@ -277,26 +268,8 @@ export async function startFailoverStack(): Promise<FailoverStack> {
     await until('HAProxy to route to the primary', async () => (await stack.routedTo()) === 'primary');
 
     // PgBouncer, transaction pooling, in front of HAProxy.
-    const ini = [
-      '[databases]',
-      `* = host=127.0.0.1 port=${ports.haproxy}`,
-      '[pgbouncer]',
-      'listen_addr = 127.0.0.1',
-      `listen_port = ${ports.bouncer}`,
-      `unix_socket_dir = ${dir}`,
-      'auth_type = scram-sha-256',
-      `auth_file = ${dir}/userlist.txt`,
-      'pool_mode = transaction',
-      'server_login_retry = 1',
-      'server_connect_timeout = 2',
-      'max_client_conn = 200',
-      'default_pool_size = 20',
-      'ignore_startup_parameters = extra_float_digits,options',
-      `pidfile = ${dir}/pgbouncer.pid`,
-      `logfile = ${dir}/pgbouncer.log`,
-      `admin_users = ${SUPERUSER}`,
-    ];
-    write(join(dir, 'pgbouncer.ini'), ini.join('\n') + '\n');
+    const ini = bouncerIni({ dir, upstreamPort: ports.haproxy, listenPort: ports.bouncer, maxClientConn: 200, extra: ['server_connect_timeout = 2'] });
+    write(join(dir, 'pgbouncer.ini'), ini + '\n');
     write(join(dir, 'userlist.txt'), `"${SUPERUSER}" "${PASSWORD}"\n`);
     await as(PGBOUNCER, ['-d', join(dir, 'pgbouncer.ini')]);
     started.bouncer = true;
