@@ -6,6 +6,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { StrataError, errorText, sqlState } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
+import { sendCancel } from './pg-cancel.ts';
 import { isCopyIn, isCopyOut, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
 
 const types = {
@@ -29,6 +30,18 @@ export interface PgOptions {
 }
 
 const ROLLBACK_TIMEOUT_MS = 5_000;
+/** After a cancel, how long the statement may take to answer before its connection is cut. */
+const CANCEL_GRACE_MS = 5_000;
+
+/** Why an aborted transaction ended: the signal's reason when it is an error. */
+function abortError(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new StrataError('tx_aborted', `the transaction was aborted: ${String(signal.reason)}`);
+}
+
+/** Closes the client's socket at once: the statement in flight fails and the session ends. */
+function cut(c: pg.PoolClient): void {
+  (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+}
 
 /** A connection failure names the target (without its password) and keeps the driver's reason. */
 function connectError(target: string, err: unknown): StrataError {
@@ -158,16 +171,33 @@ export function openPg(opts: PgOptions): Db {
     kind: 'postgres',
     target,
     ...base,
-    async transaction(fn) {
+    async transaction(fn, opts = {}) {
+      const { signal } = opts;
+      if (signal?.aborted) throw abortError(signal);
       const loan = await borrow();
       let open = true;
+      let settled = false;
+      let graceTimer: NodeJS.Timeout | undefined;
+      // An abort cancels the statement in flight, and the session is closed once the transaction has
+      // settled (never pooled: a cancel that arrives late must not hit the next borrower's statement).
+      // Should the server not answer the cancel in time, the socket is cut.
+      const onAbort = () => {
+        loan.broken ??= abortError(signal!);
+        void sendCancel(loan.c).then(() => {
+          if (!settled) graceTimer = setTimeout(() => cut(loan.c), CANCEL_GRACE_MS);
+        });
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
       const tx = queryable(async (use) => {
         if (!open) throw new StrataError('tx_closed', 'the transaction has already ended');
+        if (signal?.aborted) throw abortError(signal);
         return use(loan);
       });
       try {
+        if (signal?.aborted) throw abortError(signal);
         await loan.c.query('BEGIN').catch((e: unknown) => fail(loan, e, false));
         const out = await fn(tx);
+        if (signal?.aborted) throw abortError(signal);
         await loan.c.query('COMMIT').catch((e: unknown) => fail(loan, e, false));
         return out;
       } catch (err) {
@@ -179,6 +209,9 @@ export function openPg(opts: PgOptions): Db {
         }
         throw err;
       } finally {
+        settled = true;
+        clearTimeout(graceTimer);
+        signal?.removeEventListener('abort', onAbort);
         open = false;
         giveBack(loan);
       }

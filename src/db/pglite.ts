@@ -104,6 +104,8 @@ async function openLocked(dataDir: string | undefined, lock: DirLock | undefined
     kind: 'pglite',
     target: dataDir ? `pglite:${dataDir}` : 'pglite:memory',
     ...base,
+    // PGlite runs one statement at a time in this process and cannot interrupt it: an abort signal is
+    // not acted on, and the transaction runs to its end.
     transaction: (fn) => db.transaction((tx) => fn(queryable(tx))),
     lock,
     async close() {

@@ -31,12 +31,22 @@ export interface Queryable {
   copyOut(sql: string, sink: Writable): Promise<number>;
 }
 
+export interface TransactionOptions {
+  signal?: AbortSignal;
+}
+
 export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite';
   /** Where it points, without credentials. */
   readonly target: string;
-  /** Runs fn inside BEGIN/COMMIT; rolls back and rethrows if fn throws. */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * Runs fn inside BEGIN/COMMIT; rolls back and rethrows if fn throws. When `signal` aborts, the
+   * statement in flight is cancelled on the server (pg.ts: a CancelRequest, then the connection is
+   * closed and never reused) and the returned promise settles only once the server let go of the
+   * transaction, so the caller can hand its slot on without leaving work running behind it.
+   * PGlite cannot interrupt a statement: there the transaction runs to its end.
+   */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: TransactionOptions): Promise<T>;
   close(): Promise<void>;
 }
 

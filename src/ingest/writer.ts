@@ -11,6 +11,7 @@ import type { Logger } from '../log.ts';
 import type { Batch, Part } from './batcher.ts';
 import { DOWN, backoffMs, classify, isReadOnlyError } from './classify.ts';
 import { BINARY_HEADER, BINARY_TRAILER, METRICS_COPY_BINARY } from './copy-encode.ts';
+import { FairSlots } from './fair-slots.ts';
 import type { IngestMetrics } from './metrics.ts';
 import { SpoolFullError, type Spool } from './spool.ts';
 import type { SpoolRecord } from './types.ts';
@@ -19,9 +20,10 @@ export interface WriterOptions {
   /** Attempts per batch before it is spooled (retryable errors only). */
   maxAttempts: number;
   /**
-   * One attempt's deadline; past it the outcome is unknown and the batch is retried (the ledger
-   * dedups). It grows with the database's recent answer times (see deadline()), so a database that is
-   * slow under load is waited for rather than taken for down.
+   * One attempt's deadline; past it the attempt is cancelled on the server and, once that settled,
+   * retried (the ledger dedups one that committed regardless). It grows with the database's recent
+   * answer times and with the deadlines the batch already missed (see deadline()), so a database
+   * that is slow under load is waited for rather than taken for down.
    */
   attemptTimeoutMs: number;
   /**
@@ -69,8 +71,7 @@ export class Writer {
   downReason: string | null = null;
   /** Moving average of successful attempts' durations, ms. */
   private averageMs = 0;
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly slots: FairSlots;
   /** Count of transactions committed so far: a timed-out attempt during which it grew met a slow database, not a down one. */
   private commits = 0;
 
@@ -81,7 +82,9 @@ export class Writer {
     private readonly log: Logger,
     private readonly opts: WriterOptions,
     private readonly facilityCode: (id: number) => string,
-  ) {}
+  ) {
+    this.slots = new FairSlots(opts.concurrency);
+  }
 
   /**
    * The database is down for writing (unreachable, or answering but read-only): batches spool at once
@@ -102,54 +105,65 @@ export class Writer {
     this.downReason = null;
   }
 
-  /** The current attempt deadline: the configured one, or SLOWDOWN × the recent average if longer. */
-  deadline(): number {
-    return Math.max(this.opts.attemptTimeoutMs, Math.min(MAX_DEADLINE_MS, SLOWDOWN * this.averageMs));
+  /**
+   * The attempt deadline: the configured one, or SLOWDOWN × the recent average if longer, doubled
+   * for each deadline this batch already missed (a missed attempt is cancelled, so a batch that
+   * honestly needs longer must be given longer), never above MAX_DEADLINE_MS.
+   */
+  deadline(missed = 0): number {
+    const base = Math.max(this.opts.attemptTimeoutMs, SLOWDOWN * this.averageMs);
+    return Math.min(Math.max(MAX_DEADLINE_MS, this.opts.attemptTimeoutMs), base * 2 ** Math.min(missed, 16));
   }
 
-  /** One transaction in a writer slot: the ledger row, then the rows; 'duplicate' when the ledger already has the id. */
-  async commit(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[]): Promise<Outcome> {
-    if (this.active >= this.opts.concurrency) await new Promise<void>((r) => this.waiting.push(r));
-    else this.active++;
+  /**
+   * One transaction in a writer slot: the ledger row, then the rows; 'duplicate' when the ledger
+   * already has the id. Slots are shared between facilities: a free slot goes to the facility after
+   * the one served last (round robin), so a facility with many batches waiting delays another
+   * facility's batch by at most one attempt per slot, not by its whole backlog.
+   */
+  async commit(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[], missed = 0): Promise<Outcome> {
+    await this.slots.acquire(facilityId);
     try {
-      return await this.attempt(id, facilityId, rowCount, chunks);
+      return await this.attempt(id, facilityId, rowCount, chunks, this.deadline(missed));
     } finally {
-      const next = this.waiting.shift();
-      if (next) next(); // the slot passes straight to the next waiter
-      else this.active--;
+      this.slots.release();
     }
   }
 
-  private async attempt(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[]): Promise<Outcome> {
+  /**
+   * One attempt. Past its deadline the attempt is aborted: the port cancels the statement on the
+   * server and settles only once the server let go of it, so the slot (and the pooled connection)
+   * is held until then and never handed on while the old COPY still runs.
+   */
+  private async attempt(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[], ms: number): Promise<Outcome> {
     const started = performance.now();
-    const attempt = this.db.transaction(async (tx) => {
-      const r = await tx.query(LEDGER, [id, facilityId, rowCount]);
-      if (r.rowCount === 0) return 'duplicate' as const;
-      const copied = await tx.copyIn(METRICS_COPY_BINARY, [BINARY_HEADER, ...chunks, BINARY_TRAILER]);
-      if (copied !== rowCount) throw new Error(`COPY reported ${copied} rows for a batch of ${rowCount}`);
-      return 'committed' as const;
-    });
-    let timer: NodeJS.Timeout | undefined;
-    const ms = this.deadline();
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(Object.assign(new Error(`batch ${id}: no answer within ${ms} ms`), { code: 'ETIMEDOUT', deadline: true })), ms);
-    });
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(Object.assign(new Error(`batch ${id}: no answer within ${ms} ms; the attempt was cancelled`), { code: 'ETIMEDOUT', deadline: true })), ms);
+    let outcome: Outcome;
     try {
-      const outcome = await Promise.race([attempt, deadline]);
-      const took = performance.now() - started;
-      this.commits++;
-      this.averageMs = this.averageMs === 0 ? took : 0.8 * this.averageMs + 0.2 * took;
-      this.metrics.copySeconds.observe(took / 1000);
-      if (outcome === 'duplicate') this.metrics.duplicatesAvoided.inc();
-      else {
-        this.metrics.rowsCommitted.inc({ facility: this.facilityCode(facilityId) }, rowCount);
-        this.metrics.bytesCommitted.inc(chunks.reduce((n, c) => n + c.length, 0));
-      }
-      return outcome;
+      outcome = await this.db.transaction(async (tx) => {
+        const r = await tx.query(LEDGER, [id, facilityId, rowCount]);
+        if (r.rowCount === 0) return 'duplicate' as const;
+        const copied = await tx.copyIn(METRICS_COPY_BINARY, [BINARY_HEADER, ...chunks, BINARY_TRAILER]);
+        if (copied !== rowCount) throw new Error(`COPY reported ${copied} rows for a batch of ${rowCount}`);
+        return 'committed' as const;
+      }, { signal: abort.signal });
+    } catch (err) {
+      // The statement's own error after a cancel (57014, or the cut connection) is the deadline's doing.
+      throw abort.signal.aborted ? abort.signal.reason : err;
     } finally {
       clearTimeout(timer);
-      attempt.catch(() => {}); // a timed-out attempt may still fail later; its outcome is settled by the ledger
     }
+    const took = performance.now() - started;
+    this.commits++;
+    this.averageMs = this.averageMs === 0 ? took : 0.8 * this.averageMs + 0.2 * took;
+    this.metrics.copySeconds.observe(took / 1000);
+    if (outcome === 'duplicate') this.metrics.duplicatesAvoided.inc();
+    else {
+      this.metrics.rowsCommitted.inc({ facility: this.facilityCode(facilityId) }, rowCount);
+      this.metrics.bytesCommitted.inc(chunks.reduce((n, c) => n + c.length, 0));
+    }
+    return outcome;
   }
 
   /**
@@ -159,12 +173,13 @@ export class Writer {
    * collectors with 429) instead of being spooled — up to SLOW_TRIES times the budget.
    */
   private async commitWithRetry(id: string, facilityId: number, rowCount: number, chunks: readonly Buffer[], stage: 'write' | 'replay') {
-    for (let attempt = 0, tries = 0; ; tries++) {
+    for (let attempt = 0, tries = 0, missed = 0; ; tries++) {
       const commitsBefore = this.commits;
       try {
-        return await this.commit(id, facilityId, rowCount, chunks);
+        return await this.commit(id, facilityId, rowCount, chunks, missed);
       } catch (err) {
         const cls = classify(err);
+        if (isDeadline(err)) missed++;
         this.metrics.errors.inc({ stage });
         // A read-only server (a primary turned read-only, a standby behind the write endpoint) stays
         // so until a failover moves the endpoint: spool now rather than retry against it.
