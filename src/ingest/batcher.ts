@@ -1,8 +1,9 @@
-// Per-facility batching: parts (one request's encoded rows each) gather until the batch holds
-// `maxRows` rows or its oldest part is `maxAgeMs` old, then one flush writes them as one batch.
-// At most `maxInFlight` flushes of a facility run at once; parts arriving meanwhile wait for the
-// next one (DESIGN §8.5). A second flush in flight lets a request larger than a batch be written
-// by two writers at once instead of one batch after another.
+// Per-facility batching: parts (a request's encoded rows, or a batch-sized piece of a larger
+// request) gather until the batch holds `maxRows` rows or its oldest waiting part is `maxAgeMs`
+// old, then one flush writes them as one batch. At most `maxInFlight` flushes of a facility run at
+// once; parts arriving meanwhile wait for the next one (DESIGN §8.5). Several flushes in flight let
+// the pieces of a large request be written by several writers at once; the writer's slots are
+// shared between facilities in turn (fair-slots.ts).
 import { randomUUID } from 'node:crypto';
 
 export type PartOutcome = { ok: true; via: 'db' | 'spool' } | { ok: false; status: number; message: string };
@@ -31,8 +32,9 @@ export interface BatcherOptions {
 
 export class Batcher {
   private pending: Part[] = [];
+  /** When each pending part arrived (ms), in the same order. */
+  private arrived: number[] = [];
   private pendingRows = 0;
-  private firstAt = 0;
   private timer: NodeJS.Timeout | null = null;
   private inFlight = new Set<Promise<void>>();
 
@@ -46,8 +48,13 @@ export class Batcher {
     return this.pendingRows;
   }
 
+  /** When the oldest waiting part arrived. */
+  private get firstAt(): number {
+    return this.arrived[0] ?? Date.now();
+  }
+
   add(part: Part): void {
-    if (this.pending.length === 0) this.firstAt = Date.now();
+    this.arrived.push(Date.now());
     this.pending.push(part);
     this.pendingRows += part.rowCount;
     this.schedule();
@@ -86,12 +93,12 @@ export class Batcher {
     // A batch holds whole parts, up to maxRows rows (a single larger part goes alone).
     while (this.pending.length > 0 && (parts.length === 0 || rows + this.pending[0]!.rowCount <= this.opts.maxRows)) {
       const p = this.pending.shift()!;
+      this.arrived.shift();
       parts.push(p);
       rows += p.rowCount;
       bytes += p.rows.length;
     }
     this.pendingRows -= rows;
-    this.firstAt = Date.now();
     return { id: randomUUID(), facilityId: this.facilityId, parts, rowCount: rows, bytes };
   }
 

@@ -78,4 +78,27 @@ describe('batcher', () => {
     await d;
     expect(h.outcomes).toEqual([{ ok: true, via: 'db' }, { ok: true, via: 'db' }]);
   });
+
+  it("counts a waiting part's age from when it arrived, not from the last flush", async () => {
+    const age = 300;
+    const h = harness(1, 10, age);
+    h.add(10); // a full batch: flushed at once
+    await tick();
+    expect(h.flushes).toHaveLength(1);
+    h.add(10); // waits: the only flush slot is busy
+    h.add(3); // a leftover that arrived now, behind it
+    const leftoverArrived = Date.now();
+    await new Promise((r) => setTimeout(r, age + 50)); // the leftover is now older than the batch age
+    h.flushes[0]!.finish(); // the full part goes next; the leftover stays behind it
+    await tick();
+    expect(h.flushes).toHaveLength(2);
+    expect(h.flushes[1]!.batch.rowCount).toBe(10);
+    h.flushes[1]!.finish();
+    await tick();
+    // Already past its age: it goes as soon as the slot is free, not a whole age after that flush.
+    expect(h.flushes).toHaveLength(3);
+    expect(h.flushes[2]!.batch.rowCount).toBe(3);
+    expect(Date.now() - leftoverArrived).toBeGreaterThanOrEqual(age);
+    h.flushes[2]!.finish();
+  });
 });
