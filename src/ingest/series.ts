@@ -2,6 +2,8 @@
 // A facility's series are loaded on first use into a SeriesIndex (canonical key bytes, series-key.ts)
 // that the fast path reads directly; unknown ones are created in one statement per request,
 // serialized per facility so concurrent requests never race each other.
+// The series limit is the database's to hold (strata.create_series, sql/0009): creators of one
+// facility take turns on its counter row across all gateways.
 // A key is refused per line, never per request: over the facility's series limit, longer than the
 // key limit, or refused by the database for its data (SQLSTATE class 22, 23 or 54; found by bisecting
 // the statement's keys, so the other keys of the request are still created).
@@ -66,22 +68,10 @@ interface Wanted {
 
 type Row = { id: number; measurement: string; field: string; tags: Record<string, string> };
 
-// New series in one statement; each row answers with the ordinal of its input key, so the caller's
-// key bytes are reused and no tags are parsed back. (`ins` rows are invisible to the statement's own
-// scan of strata.series, hence the UNION of the inserted and the already present rows.)
-const CREATE = `
-WITH input AS (SELECT m, f, t::jsonb AS t, n FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(m, f, t, n)),
-ins AS (
-  INSERT INTO strata.series (facility_id, measurement, field, tags)
-  SELECT $1, m, f, t FROM input
-  ON CONFLICT (facility_id, measurement, field, tags) DO NOTHING
-  RETURNING id, measurement, field, tags),
-found AS (
-  SELECT id, measurement, field, tags, true AS created FROM ins
-  UNION ALL
-  SELECT s.id, s.measurement, s.field, s.tags, false FROM strata.series s
-   WHERE s.facility_id = $1 AND (s.measurement, s.field, s.tags) IN (SELECT m, f, t FROM input))
-SELECT i.n::int AS n, x.id, x.created FROM input i JOIN found x ON x.measurement = i.m AND x.field = i.f AND x.tags = i.t`;
+// Ids for keys, new ones created while the facility is under the limit. Each row answers with the
+// ordinal of its input key, so the caller's key bytes are reused and no tags are parsed back; a key
+// left unanswered was not created because of the limit.
+const CREATE = 'SELECT n, id, created FROM strata.create_series($1, $2, $3::text[], $4::text[], $5::text[])';
 
 /** Keys per CREATE statement: bounds the statement's parameters and answer in memory. */
 const CREATE_CHUNK = 10_000;
@@ -164,20 +154,14 @@ export class SeriesCatalog {
     });
     let created = 0;
     const missing = distinct.filter((w) => w.reason === null);
-    const room = Math.max(0, this.limits.series - f.index.series);
-    for (const w of missing.slice(room)) {
-      w.reason = `series limit of ${this.limits.series} reached for facility ${code}: new series ${describeKey(w.key)} not created`;
-      w.limited = true;
+    for (let i = 0; i < missing.length; i += CREATE_CHUNK) {
+      const chunk = missing.slice(i, i + CREATE_CHUNK);
+      // The cache holds only series that exist, and the database creates none past the limit, so a
+      // cache at the limit is the facility's whole catalog: its missing keys are refused unasked.
+      if (f.index.series >= this.limits.series) for (const w of chunk) this.limited(w, code);
+      else created += await this.create(facilityId, code, f, chunk);
     }
-    const wanted = missing.slice(0, room);
-    if (wanted.length > 0) {
-      for (let i = 0; i < wanted.length; i += CREATE_CHUNK) created += await this.create(facilityId, f, wanted.slice(i, i + CREATE_CHUNK));
-      if (wanted.some((w) => w.reason === null && f.index.get(w.bytes, w.hash) === -1)) {
-        // Created by another gateway after this statement's snapshot: visible to a new statement.
-        this.addRows(f, (await this.db.query<Row>(SELECT_ALL, [facilityId])).rows);
-      }
-      if (created > 0) this.log.debug('series created', { facilityId, created });
-    }
+    if (created > 0) this.log.debug('series created', { facilityId, created });
     const ids: (number | null)[] = [];
     const reasons: (string | null)[] = [];
     const limited: boolean[] = [];
@@ -191,17 +175,26 @@ export class SeriesCatalog {
     return { ids, reasons, limited, created };
   }
 
+  /** Marks a key refused for the facility's series limit. */
+  private limited(w: Wanted, code: string): void {
+    w.reason = `series limit of ${this.limits.series} reached for facility ${code}: new series ${describeKey(w.key)} not created`;
+    w.limited = true;
+  }
+
   /** Creates `wanted` in one statement; when the database refuses the data, bisects to the keys at fault. */
-  private async create(facilityId: number, f: FacilitySeries, wanted: Wanted[]): Promise<number> {
-    const args = [facilityId, wanted.map((w) => w.key.measurement), wanted.map((w) => w.key.field), wanted.map((w) => JSON.stringify(Object.fromEntries(w.key.tags)))];
+  private async create(facilityId: number, code: string, f: FacilitySeries, wanted: Wanted[]): Promise<number> {
+    const args = [facilityId, this.limits.series, wanted.map((w) => w.key.measurement), wanted.map((w) => w.key.field), wanted.map((w) => JSON.stringify(Object.fromEntries(w.key.tags)))];
     try {
       const r = await this.db.query<{ n: number; id: number; created: boolean }>(CREATE, args);
+      const answered = new Uint8Array(wanted.length);
       let created = 0;
       for (const row of r.rows) {
         const w = wanted[row.n - 1]!;
         f.index.add(w.bytes, w.hash, row.id);
+        answered[row.n - 1] = 1;
         if (row.created) created++;
       }
+      for (let i = 0; i < wanted.length; i++) if (answered[i] === 0) this.limited(wanted[i]!, code);
       return created;
     } catch (err) {
       if (classify(err) !== 'data') throw err;
@@ -212,7 +205,7 @@ export class SeriesCatalog {
         return 0;
       }
       const half = wanted.length >> 1;
-      return (await this.create(facilityId, f, wanted.slice(0, half))) + (await this.create(facilityId, f, wanted.slice(half)));
+      return (await this.create(facilityId, code, f, wanted.slice(0, half))) + (await this.create(facilityId, code, f, wanted.slice(half)));
     }
   }
 }
