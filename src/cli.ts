@@ -15,7 +15,7 @@ import { StrataError, UsageError, errorText } from './errors.ts';
 import { grantFacility, revokeFacility } from './facilities/grants.ts';
 import { addFacility, listFacilities } from './facilities/registry.ts';
 import { createLogger, type Logger } from './log.ts';
-import { serve } from './serve.ts';
+import { gatewayProcessCount, serveProcesses } from './serve-processes.ts';
 import { sizeCommand } from './sizing/command.ts';
 import { spoolCommand } from './ingest/spool-command.ts';
 import { formatStatus, readStatus } from './status.ts';
@@ -30,7 +30,9 @@ usage: strata <command> [options]
 commands:
   dev                               embedded TimescaleDB under ./.strata and the gateway on :8086 with
                                     a demo facility; prints a curl example and a Telegraf snippet
-  serve                             the ingest gateway (STRATA_DATABASE_URL through PgBouncer, STRATA_REGION)
+  serve [--processes <n>]           the ingest gateway (STRATA_DATABASE_URL through PgBouncer, STRATA_REGION);
+                                    n processes on one address, each with its spool under STRATA_SPOOL_DIR/process-<i>
+                                    (default STRATA_GATEWAY_PROCESSES, else the machine's cores; 1: a single process)
   migrate                           apply the SQL migrations (STRATA_ADMIN_DATABASE_URL)
   status                            show the schema, hypertable and facilities of a database
   facility add <code> --region <r>  register a facility; prints its ingest token and reader login once
@@ -73,7 +75,7 @@ options:
 settings (environment): STRATA_DATABASE_URL, STRATA_ADMIN_DATABASE_URL, STRATA_REGION,
   STRATA_CHUNK_INTERVAL, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE, STRATA_LOG_LEVEL, STRATA_DEV_DIR,
   STRATA_LISTEN, STRATA_SPOOL_DIR, STRATA_SPOOL_MAX_BYTES, STRATA_MAX_QUEUE_BYTES, STRATA_MAX_BODY_BYTES,
-  STRATA_BATCH_ROWS, STRATA_BATCH_AGE_MS, STRATA_WRITERS, STRATA_WRITE_TIMEOUT_MS, STRATA_WRITE_ATTEMPTS,
+  STRATA_BATCH_ROWS, STRATA_BATCH_AGE_MS, STRATA_WRITERS, STRATA_GATEWAY_PROCESSES, STRATA_WRITE_TIMEOUT_MS, STRATA_WRITE_ATTEMPTS,
   STRATA_SERIES_LIMIT, STRATA_SERIES_KEY_MAX_BYTES, STRATA_LINE_MAX_BYTES, STRATA_LEDGER_RETENTION, STRATA_TIER_WARM_AFTER, STRATA_TIER_COLD_AFTER,
   STRATA_ARCHIVE_AFTER, STRATA_TIER_COLD_MERGE, STRATA_TIER_WINDOW, STRATA_TIER_SCHEDULE, STRATA_TIER_LOCK_TIMEOUT_MS, STRATA_WORKER_LISTEN,
   STRATA_ARCHIVE_BUCKETS, STRATA_ARCHIVE_PREFIX, STRATA_ARCHIVE_STORAGE_CLASS, STRATA_ARCHIVE_OBJECT_LOCK,
@@ -234,9 +236,11 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
       case 'size':
         io.out(sizeCommand(args));
         return 0;
-      case 'serve':
-        await serve(config, log, io.out);
+      case 'serve': {
+        const { values } = parseArgs({ args, options: { processes: { type: 'string' } } });
+        await serveProcesses(config, log, io.out, { processes: gatewayProcessCount(values.processes, config), argv: portableArgv(argv) });
         return 0;
+      }
       case 'migrate': {
         const r = await withAdminDb(config, 'for strata migrate', log, (db) =>
           migrate(db, { chunkInterval: config.chunkInterval, archiveAfter: config.archiveAfter, warmTablespace: config.warmTablespace, coldTablespace: config.coldTablespace, logger: log }),

@@ -28,6 +28,11 @@ export function gatewayOptions(config: Config, region: string): GatewayOptions {
     attemptTimeoutMs: config.writeTimeoutMs,
     maxAttempts: config.writeAttempts,
     writers: config.writers,
+    headersTimeoutMs: config.headersTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
+    bodyMinBytesPerSecond: config.bodyMinBytesPerSecond,
+    maxConnections: config.maxConnections,
   };
 }
 

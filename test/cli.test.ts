@@ -74,8 +74,8 @@ describe('strata command line', () => {
     const env = { STRATA_ADMIN_DATABASE_URL: `pglite:${dir}/db`, STRATA_LOG_LEVEL: 'warn' };
     const m = await strata(['migrate'], env);
     expect(m.code).toBe(0);
-    expect(m.out).toMatch(/^applied 8 migrations: 0001_roles, /);
-    expect((await strata(['migrate'], env)).out).toMatch(/^schema up to date \(8 migrations applied earlier\)/);
+    expect(m.out).toMatch(/^applied 9 migrations: 0001_roles, /);
+    expect((await strata(['migrate'], env)).out).toMatch(/^schema up to date \(9 migrations applied earlier\)/);
 
     const add = await strata(['facility', 'add', 'press-01', '--region', 'eu-west-1', '--name', 'Press shop'], env);
     expect(add.code).toBe(0);

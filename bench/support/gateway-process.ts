@@ -26,7 +26,7 @@ function freePort(): Promise<number> {
 export async function startGatewayProcess(env: Record<string, string>, nodeArgs: string[] = []): Promise<GatewayProcess> {
   const port = await freePort();
   const child = spawn(process.execPath, [...nodeArgs, join(import.meta.dirname, '../../bin/strata.js'), 'serve'], {
-    env: { ...process.env, STRATA_LISTEN: `127.0.0.1:${port}`, STRATA_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, STRATA_LISTEN: `127.0.0.1:${port}`, STRATA_LOG_LEVEL: 'warn', STRATA_GATEWAY_PROCESSES: '1', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;

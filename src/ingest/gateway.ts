@@ -4,6 +4,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
+import { Registry } from 'prom-client';
 import type { Db } from '../db/port.ts';
 import { StrataError, errorText } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -47,11 +48,39 @@ export interface GatewayOptions {
   ledgerPruneEveryMs?: number;
   defaultMetrics?: boolean;
   /**
+   * What GET /metrics answers instead of this gateway's own registry (Prometheus text): each process
+   * of `strata serve --processes N` answers the aggregate over all of them (src/serve-processes.ts).
+   * `Gateway.metrics.registry` stays this gateway's own.
+   */
+  metricsText?: () => Promise<string>;
+  /** Slow and idle clients (server.ts SLOW_CLIENT_DEFAULTS): complete headers within this; default 5 s. */
+  headersTimeoutMs?: number;
+  /** Keep-alive idle between requests; default 5 s. */
+  idleTimeoutMs?: number;
+  /** A body with no byte for this long is cut (408); default 5 s. */
+  bodyIdleTimeoutMs?: number;
+  /** A body slower than this over each `bodyRateWindowMs` is cut (408); default 64 KiB/s, 0 off. */
+  bodyMinBytesPerSecond?: number;
+  /** The window (and grace) of the body rate; default 5 s. */
+  bodyRateWindowMs?: number;
+  /** Connections at once; beyond it new ones are closed as they arrive; default 4096. */
+  maxConnections?: number;
+  /**
    * BENCHMARK ONLY (`npm run bench -- --gateway-only`; `strata serve` sets it from STRATA_BENCH_DISCARD):
    * batches are acknowledged as committed and their encoded rows thrown away instead of COPYed, so
    * a run measures parse + encode without the database write. Never in production: acked rows are lost.
    */
   discardRows?: boolean;
+}
+
+/** A registry whose exposition is `text()`: how the receiver's /metrics serves GatewayOptions.metricsText. */
+class TextRegistry extends Registry {
+  constructor(private readonly text: () => Promise<string>) {
+    super();
+  }
+  override metrics(): Promise<string> {
+    return this.text();
+  }
 }
 
 /** The writer of a `discardRows` gateway: settles every part as committed and writes nothing. */
@@ -100,15 +129,22 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
   const series = new SeriesCatalog(db, { series: o.seriesLimit, keyBytes: o.maxSeriesKeyBytes ?? DEFAULT_MAX_SERIES_KEY_BYTES }, log);
   if (o.discardRows) log.warn('discardRows (STRATA_BENCH_DISCARD) is set: rows are acknowledged and DISCARDED, not written; benchmarks only');
   const writer = new (o.discardRows ? DiscardingWriter : Writer)(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 3, attemptTimeoutMs: o.attemptTimeoutMs ?? 1_500, concurrency: o.writers ?? 4 }, (id) => directory.codeOf(id));
-  const ingestor = new Ingestor(series, writer, spool, metrics, log, o);
+  // A facility alone may keep every writer busy; with others queued, writer slots go round in turn.
+  const ingestor = new Ingestor(series, writer, spool, metrics, log, { ...o, flushesPerFacility: o.writers ?? 4 });
   const replayer = new Replayer(db, spool, writer, metrics, log, {
     intervalMs: o.replayIntervalMs ?? 1_000,
     ledgerRetention: o.ledgerRetention,
     pruneEveryMs: o.ledgerPruneEveryMs ?? 10 * 60_000,
     rejectDir: join(o.spoolDir, 'rejected'),
   });
-  const server = createReceiver(directory, ingestor, metrics, log, {
+  const server = createReceiver(directory, ingestor, o.metricsText ? { ...metrics, registry: new TextRegistry(o.metricsText) } : metrics, log, {
       maxBodyBytes: o.maxBodyBytes,
+      headersTimeoutMs: o.headersTimeoutMs,
+      idleTimeoutMs: o.idleTimeoutMs,
+      bodyIdleTimeoutMs: o.bodyIdleTimeoutMs,
+      bodyMinBytesPerSecond: o.bodyMinBytesPerSecond,
+      bodyRateWindowMs: o.bodyRateWindowMs,
+      maxConnections: o.maxConnections,
       async notReady() {
         if (spool.wouldOverflow(1)) return `the spool is full (${spool.bytes} of ${o.spoolMaxBytes} bytes)`;
         if (!directory.loaded) {

@@ -48,6 +48,11 @@ export function createIngestMetrics(opts: { defaults?: boolean } = {}) {
     spoolBytes: new Gauge({ name: 'strata_ingest_spool_bytes', help: 'Bytes held in the disk spool', registers: [registry] }),
     spoolOldestAge: new Gauge({ name: 'strata_ingest_spool_oldest_age_seconds', help: 'Age of the oldest spooled batch (0 when empty)', registers: [registry] }),
     seriesCreated: c('strata_ingest_series_created_total', 'Series added to the catalog'),
+    connectionsCut: c(
+      'strata_ingest_connections_cut_total',
+      'Connections the gateway closed for being slow or idle, or refused at the connection cap, by reason (headers, idle, idle_first, body_idle, body_rate, request, max_connections)',
+      ['reason'],
+    ),
   };
   return m;
 }

@@ -1,11 +1,12 @@
 // The HTTP receiver: InfluxDB 1.x/2.x write endpoints, the JSON endpoint, health, readiness and
 // Prometheus metrics. Authenticates before reading a body, refuses early under backpressure, and
 // answers 204 only once every accepted row is durable (committed or fsynced in the spool).
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from '../log.ts';
 import type { FacilityDirectory } from './auth.ts';
 import { requestToken } from './auth.ts';
-import { readBody } from './body.ts';
+import { readBody, watchPace, type BodyPace } from './body.ts';
 import type { AcceptResult, Ingestor, Prepared } from './ingestor.ts';
 import { parseJsonMetrics } from './json.ts';
 import type { Precision } from './lineprotocol.ts';
@@ -13,6 +14,13 @@ import type { IngestMetrics } from './metrics.ts';
 
 export interface ReceiverOptions {
   maxBodyBytes: number;
+  /** Slow and idle clients (defaults in SLOW_CLIENT_DEFAULTS); see cutSlowClients(). */
+  headersTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  bodyIdleTimeoutMs?: number;
+  bodyMinBytesPerSecond?: number;
+  bodyRateWindowMs?: number;
+  maxConnections?: number;
   /** Readiness: database reachable and spool below its limit; a reason when not. */
   notReady(): Promise<string | null>;
 }
@@ -23,9 +31,28 @@ const PRECISIONS: Record<Endpoint, Record<string, Precision>> = {
   v2: { ns: 'ns', us: 'us', ms: 'ms', s: 's' },
   json: {},
 };
-const CODES: Record<number, string> = { 400: 'invalid', 401: 'unauthorized', 403: 'forbidden', 404: 'not found', 405: 'method not allowed', 413: 'request too large', 415: 'unsupported media type', 429: 'too many requests', 500: 'internal error', 503: 'unavailable' };
+const CODES: Record<number, string> = { 400: 'invalid', 401: 'unauthorized', 403: 'forbidden', 404: 'not found', 405: 'method not allowed', 408: 'request timeout', 413: 'request too large', 415: 'unsupported media type', 429: 'too many requests', 500: 'internal error', 503: 'unavailable' };
 /** Rejected lines listed in a response body; the count is always given. */
 const MAX_LISTED = 100;
+
+/**
+ * What a slow or silent connection may hold, in milliseconds: complete request headers within
+ * `headersTimeoutMs` (a new connection that sends nothing is closed then too), keep-alive idle
+ * between requests (Node closes 1 s after the advertised `Keep-Alive: timeout=`), a body with no byte
+ * for `bodyIdleTimeoutMs` or slower than `bodyMinBytesPerSecond` over each `bodyRateWindowMs` (the
+ * first window is the grace), the whole request within `requestTimeoutMs`. At `maxConnections`, new
+ * connections are closed as they arrive.
+ */
+export const SLOW_CLIENT_DEFAULTS = {
+  headersTimeoutMs: 5_000,
+  idleTimeoutMs: 5_000,
+  bodyIdleTimeoutMs: 5_000,
+  bodyMinBytesPerSecond: 64 << 10,
+  bodyRateWindowMs: 5_000,
+  requestTimeoutMs: 120_000,
+  maxConnections: 4_096,
+};
+export type CutReason = 'headers' | 'idle' | 'idle_first' | 'body_idle' | 'body_rate' | 'request' | 'max_connections';
 
 function send(res: ServerResponse, status: number, body?: unknown, headers: Record<string, string> = {}): void {
   if (res.headersSent) return;
@@ -38,8 +65,32 @@ function fail(res: ServerResponse, status: number, message: string, extra: Recor
   send(res, status, { code: CODES[status] ?? 'error', message, error: message, ...extra }, headers);
 }
 
+/** An answer written straight to the socket, from the clientError handler (no response object to write it with, or one Node is about to destroy). */
+function rawAnswer(status: number, message: string): string {
+  const text = JSON.stringify({ code: CODES[status] ?? 'error', message, error: message });
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n` +
+    `X-Influxdb-Version: 1.8-strata\r\nConnection: close\r\n\r\n${text}`
+  );
+}
+
 export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor, metrics: IngestMetrics, log: Logger, opts: ReceiverOptions): Server {
-  let receivingBytes = 0;
+  const limits = {
+    headersTimeoutMs: opts.headersTimeoutMs ?? SLOW_CLIENT_DEFAULTS.headersTimeoutMs,
+    idleTimeoutMs: opts.idleTimeoutMs ?? SLOW_CLIENT_DEFAULTS.idleTimeoutMs,
+    maxConnections: opts.maxConnections ?? SLOW_CLIENT_DEFAULTS.maxConnections,
+  };
+  const requestTimeoutMs = Math.max(SLOW_CLIENT_DEFAULTS.requestTimeoutMs, limits.headersTimeoutMs);
+  const pace: BodyPace = {
+    idleMs: opts.bodyIdleTimeoutMs ?? SLOW_CLIENT_DEFAULTS.bodyIdleTimeoutMs,
+    minBytesPerSecond: opts.bodyMinBytesPerSecond ?? SLOW_CLIENT_DEFAULTS.bodyMinBytesPerSecond,
+    windowMs: opts.bodyRateWindowMs ?? SLOW_CLIENT_DEFAULTS.bodyRateWindowMs,
+  };
+  /** Counted, and one debug line at most (none for a keep-alive expiry, which is normal): under attack there may be thousands. */
+  const cut = (reason: CutReason, socket: { remoteAddress?: string | undefined } | null, detail?: string) => {
+    metrics.connectionsCut.inc({ reason });
+    if (reason !== 'idle') log.debug('connection cut', { reason, remote: socket?.remoteAddress, ...(detail ? { detail } : {}) });
+  };
 
   async function write(req: IncomingMessage, res: ServerResponse, url: URL, endpoint: Endpoint): Promise<void> {
     let precision: Precision = 'ns';
@@ -59,25 +110,31 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
       return fail(res, auth.status, auth.message, {}, auth.status === 503 ? { 'Retry-After': '5' } : {});
     }
     const declared = Number(req.headers['content-length']) || 1 << 20;
-    const pressure = ingestor.pressure(receivingBytes + Math.min(declared, opts.maxBodyBytes));
+    const facilityId = auth.facility.id;
+    const pressure = ingestor.pressure(Math.min(declared, opts.maxBodyBytes), facilityId);
     if (pressure) return fail(res, pressure.status, pressure.message, {}, { 'Retry-After': String(pressure.retryAfter) });
 
-    // Bodies count against the queue budget as they arrive (after gunzip) until they are parsed.
+    // Bodies count against the queue budget (and their facility's share) as they arrive, after
+    // gunzip, until they are parsed.
     let held = 0;
     const take = (n: number) => {
-      if (ingestor.pressure(receivingBytes + n)) return false;
-      receivingBytes += n;
+      if (!ingestor.reserve(facilityId, n)) return false;
       held += n;
       return true;
     };
     let body: Awaited<ReturnType<typeof readBody>>;
     try {
-      body = await readBody(req, opts.maxBodyBytes, take);
+      body = await readBody(req, opts.maxBodyBytes, take, pace);
     } finally {
-      receivingBytes -= held;
+      ingestor.release(facilityId, held);
     }
     if (!body.ok) {
       metrics.errors.inc({ stage: 'receive' });
+      if (body.status === 408) {
+        // Answer, then close: the rest of a slow body is not waited for (with Connection: close Node ends the socket once the answer is out).
+        cut(body.cut, req.socket, body.message);
+        return fail(res, 408, body.message, {}, { Connection: 'close' });
+      }
       const headers: Record<string, string> = body.status === 413 ? { Connection: 'close' } : body.status === 429 ? { 'Retry-After': '1', Connection: 'close' } : {};
       return fail(res, body.status, body.message, {}, headers);
     }
@@ -150,7 +207,15 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
     }
   }
 
-  const server = createServer({ requestTimeout: 120_000, headersTimeout: 30_000 }, (req, res) => {
+  const server = createServer(
+    {
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: limits.headersTimeoutMs,
+      keepAliveTimeout: limits.idleTimeoutMs,
+      // Node checks the headers and request deadlines this often (30 s by default).
+      connectionsCheckingInterval: Math.max(20, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 5))),
+    },
+    (req, res) => {
     route(req, res)
       .then((endpoint) => metrics.requests.inc({ endpoint, status: String(res.statusCode) }))
       .catch((err: unknown) => {
@@ -159,9 +224,71 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
         fail(res, 500, 'internal error');
       })
       .finally(() => {
-        if (!req.complete) req.resume();
+        if (req.complete) return;
+        // An answer given before the body was read (401, 404, 415, early 429 …): the rest is discarded
+        // for keep-alive, as fast as the pace rules demand, or the connection is closed.
+        watchPace(req, pace, (slow) => {
+          cut(slow.reason, req.socket, slow.message);
+          req.socket.destroy();
+        });
+        req.resume();
       });
-  });
-  server.maxConnections = 4_096;
+    },
+  );
+  cutSlowClients(server, limits, requestTimeoutMs, cut, log);
   return server;
+}
+
+/**
+ * What Node's server does not do by itself: 408 with a JSON reason for headers or a request that did
+ * not arrive in time (a new connection that sent nothing is just closed), the other client errors
+ * answered as Node would, keep-alive expiries and refusals at the connection cap counted, and a
+ * warning at most once a minute while the cap refuses connections.
+ */
+function cutSlowClients(
+  server: Server,
+  limits: { headersTimeoutMs: number; maxConnections: number },
+  requestTimeoutMs: number,
+  cut: (reason: CutReason, socket: { remoteAddress?: string | undefined } | null, detail?: string) => void,
+  log: Logger,
+): void {
+  server.maxConnections = limits.maxConnections;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // The response being written on this socket, if any, and the request being parsed (or the last one).
+    const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    const incoming = (socket as Socket & { parser?: { incoming?: IncomingMessage | null } | null }).parser?.incoming;
+    const answerable = socket.writable && (!inFlight || !inFlight.headersSent);
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      if (incoming && !incoming.complete) {
+        // Headers complete, the body still arriving (read, or discarded after an early answer).
+        const message = `request too slow: not received completely within ${requestTimeoutMs} ms (the limit)`;
+        cut('request', socket, message);
+        if (inFlight && answerable) socket.write(rawAnswer(408, message));
+      } else if (socket.bytesRead === 0) cut('idle_first', socket);
+      else {
+        // A keep-alive socket counts against the headers deadline from the first byte of its next request.
+        const message = `request headers too slow: not complete within ${limits.headersTimeoutMs} ms (the limit)`;
+        cut('headers', socket, message);
+        if (!inFlight && socket.writable) socket.write(rawAnswer(408, message));
+      }
+    } else if (answerable && err.code !== 'ECONNRESET') {
+      // Node's own answers when no clientError listener exists.
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : 400;
+      socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n\r\n`);
+    }
+    socket.destroy(err);
+  });
+  // With server.timeout 0, a server socket times out only on keep-alive idle (Node then closes it).
+  server.on('connection', (socket: Socket) => socket.once('timeout', () => cut('idle', socket)));
+  let refused = 0;
+  let warnedAt = -Infinity;
+  server.on('drop', (d?: { remoteAddress?: string }) => {
+    cut('max_connections', d ?? null);
+    refused++;
+    const now = performance.now();
+    if (now - warnedAt < 60_000) return;
+    log.warn('connection cap reached: new connections are closed as they arrive', { maxConnections: limits.maxConnections, refusedSinceLastWarning: refused });
+    warnedAt = now;
+    refused = 0;
+  });
 }

@@ -55,7 +55,7 @@ const CANDIDATES: [number, string][] = [
   [3600, '1 hour'], [7200, '2 hours'], [14400, '4 hours'], [21600, '6 hours'], [43200, '12 hours'], [86400, '1 day'], [604800, '7 days'],
 ];
 
-/** Gateway processes run at most this busy, so bursts and GC have room. */
+/** Gateway processes (one per core: `strata serve --processes N`) run at most this busy, so bursts and GC have room. */
 export const GATEWAY_UTILISATION = 0.7;
 /** COPY streams are planned at half of what one stream sustains alone. */
 export const STREAM_UTILISATION = 0.5;
@@ -93,7 +93,8 @@ export function size(input: SizeInput, m: Measured): SizeReport {
     chunkInterval: { seconds, text, indexBytes: seconds * perSecond, limitBytes, fits: fitting.length > 0 },
     walBytesPerDay: rowsPerDay * m.walBytesPerRow.value,
     gateway: { cores, processes },
-    // Each gateway also keeps two connections for the series catalog and its replayer.
+    // Each gateway process also keeps two connections for the series catalog and its replayer; all
+    // of them share PgBouncer's pool of the gateway's user and database.
     writers: { streams, perGateway, pgbouncerPoolSize: processes * (perGateway + 2) },
     archive: { objectsPerYear, objects: objectsPerYear * input.archiveYears },
     measured: m,
@@ -103,6 +104,9 @@ export function size(input: SizeInput, m: Measured): SizeReport {
 export function formatSize(r: SizeReport): string {
   const n = (x: number) => Math.round(x).toLocaleString('en-US');
   const m = r.measured;
+  const plural = (k: number, one: string, many: string) => `${k} ${k === 1 ? one : many}`;
+  // What one gateway process (one core) takes at the planned utilisation.
+  const perProcess = (1e6 / m.gatewayCpuUsPerRow.value) * GATEWAY_UTILISATION;
   const lines = [
     `Region sizing for ${n(r.input.rate)} metrics/s from ${r.input.facilities} facilities (${n(r.series)} series), database memory ${bytes(r.input.memoryBytes)}`,
     '',
@@ -111,8 +115,8 @@ export function formatSize(r: SizeReport): string {
     `chunk interval:        ${r.chunkInterval.text}  (indexes of one chunk ${bytes(r.chunkInterval.indexBytes)} ≤ 25% of memory, ${bytes(r.chunkInterval.limitBytes)})`,
     ...(r.chunkInterval.fits ? [] : ['  WARNING: even 1-minute chunks exceed 25% of memory at this rate; add memory or split the region']),
     `WAL per day:           ${bytes(r.walBytesPerDay)}`,
-    `gateway:               ${r.gateway.cores.toFixed(2)} cores of CPU → ${r.gateway.processes} strata serve process(es) at ≤ ${GATEWAY_UTILISATION * 100}% busy, one core each`,
-    `COPY writers:          ${r.writers.streams} streams → STRATA_WRITERS=${r.writers.perGateway} per gateway; PgBouncer default_pool_size ≥ ${r.writers.pgbouncerPoolSize}`,
+    `gateway:               ${r.gateway.cores.toFixed(2)} cores of CPU → ${plural(r.gateway.processes, 'gateway process', 'gateway processes')} on ${plural(r.gateway.processes, 'core', 'cores')} (one process per core, ≤ ${GATEWAY_UTILISATION * 100}% busy: ≈${n(perProcess)} metrics/s each): strata serve --processes ${r.gateway.processes}${r.gateway.processes > 1 ? ' on one host, or spread over hosts' : ''}`,
+    `COPY writers:          ${r.writers.streams} streams → STRATA_WRITERS=${r.writers.perGateway} per gateway process; PgBouncer default_pool_size ≥ ${r.writers.pgbouncerPoolSize} (${plural(r.gateway.processes, 'process', 'processes')} × (${r.writers.perGateway} writers + 2))`,
     `archive objects:       ${n(r.archive.objectsPerYear)} per year, ${n(r.archive.objects)} kept over ${r.input.archiveYears} years (one per archived chunk, a day once cold chunks are merged; ~40 KB Glacier overhead each)`,
     '',
     'figures used:',

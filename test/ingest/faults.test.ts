@@ -235,6 +235,7 @@ describe('fault injection', () => {
       STRATA_SPOOL_DIR: spoolDir,
       STRATA_BATCH_AGE_MS: '20',
       STRATA_LOG_LEVEL: 'warn',
+      STRATA_GATEWAY_PROCESSES: '1', // one process, spooling at the top of spoolDir (processes.test.ts covers several)
     };
     const bin = join(import.meta.dirname, '../../bin/strata.js');
     const startChild = async (): Promise<ChildProcess> => {
