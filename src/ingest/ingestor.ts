@@ -55,7 +55,7 @@ const EMPTY = Buffer.alloc(0);
 /** The part of the queue a facility over its share cannot take while others are queued. */
 const RESERVED = 0.25;
 /** Body bytes encoded in one turn (line-slices.ts): about 10 ms of parsing. */
-const SLICE_BYTES = 256 << 10;
+const SLICE_BYTES = 64 << 10;
 /** Points resolved against the series catalog at once (see prepare()). */
 const POINTS_PER_SLICE = 20_000;
 const floorDiv = (a: bigint, b: bigint) => (a >= 0n ? a / b : -((-a + b - 1n) / b));
@@ -156,7 +156,7 @@ export class Ingestor {
         const encoded = this.encoder.encode(body.subarray(slice.start, slice.end), precision, facility.id, this.series.index(facility.id), receiveUs, maxLine, this.series.aliasRoom(facility.id), window);
         parts.push(slice.lineOffset === 0 ? encoded : renumber(encoded, slice.lineOffset));
       } finally {
-        this.turns.release();
+        this.turns.release(facility.id);
       }
     }
     const encoded = parts.length === 1 ? parts[0]! : mergeEncoded(parts);

@@ -83,7 +83,7 @@ export class Writer {
     private readonly opts: WriterOptions,
     private readonly facilityCode: (id: number) => string,
   ) {
-    this.slots = new FairSlots(opts.concurrency);
+    this.slots = new FairSlots(opts.concurrency, { reserve: true });
   }
 
   /**
@@ -126,7 +126,7 @@ export class Writer {
     try {
       return await this.attempt(id, facilityId, rowCount, chunks, this.deadline(missed));
     } finally {
-      this.slots.release();
+      this.slots.release(facilityId);
     }
   }
 
