@@ -54,7 +54,7 @@ export interface Pressure {
 const EMPTY = Buffer.alloc(0);
 /** The part of the queue a facility over its share cannot take while others are queued. */
 const RESERVED = 0.25;
-/** Body bytes encoded in one turn (line-slices.ts): about 10 ms of parsing. */
+/** Body bytes encoded in one turn (line-slices.ts): a few ms of parsing, so other facilities wait no longer. */
 const SLICE_BYTES = 64 << 10;
 /** Points resolved against the series catalog at once (see prepare()). */
 const POINTS_PER_SLICE = 20_000;
