@@ -19,7 +19,7 @@ beforeAll(async () => {
   t = await createDatabase(cluster().adminUrl(), 'strata_deadline');
   admin = await openDb(t.url);
   await plainSchema(admin);
-  fac = await facility(admin, 'kiln');
+  fac = await facility(admin, 'oven');
   db = await openDb(cluster().bouncerUrl(t.name), { max: 4 });
   // A row with value -42 takes 30 s to insert: far beyond any deadline below.
   await admin.exec(`CREATE FUNCTION strata.slow_row() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -22,8 +22,8 @@ beforeAll(async () => {
   t = await createDatabase(cluster().adminUrl(), 'strata_fair');
   admin = await openDb(t.url);
   await plainSchema(admin);
-  noisy = await facility(admin, 'noisy');
-  quiet = await facility(admin, 'quiet');
+  noisy = await facility(admin, 'hog');
+  quiet = await facility(admin, 'meek');
   db = await openDb(cluster().bouncerUrl(t.name), { max: 6 });
 });
 

@@ -23,7 +23,7 @@ beforeAll(async () => {
   admin = await openDb(t.url);
   await plainSchema(admin);
   noisy = await facility(admin, 'noisy');
-  quiet = await facility(admin, 'quiet');
+  quiet = await facility(admin, 'hush');
   db = await openDb(cluster().bouncerUrl(t.name), { max: 6 });
   // The gateway's defaults for batching and writers (STRATA_BATCH_ROWS, _AGE_MS, _WRITERS).
   g = await gateway(db, { batchRows: 20_000, batchAgeMs: 100, writers: 4, maxQueueBytes: 256 << 20 });

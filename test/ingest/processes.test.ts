@@ -30,7 +30,7 @@ beforeAll(async () => {
   t = await createDatabase(cluster().adminUrl(), 'strata_procs');
   admin = await openDb(t.url, { max: 2 });
   await plainSchema(admin);
-  for (const code of ['mill', 'kiln', 'press']) facilities.push({ code, token: (await facility(admin, code)).token });
+  for (const code of ['weir', 'sluice', 'dam']) facilities.push({ code, token: (await facility(admin, code)).token });
 });
 
 afterAll(async () => {
