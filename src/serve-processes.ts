@@ -22,9 +22,8 @@
 // If the primary itself dies, node:cluster makes each process exit at once (like kill -9: what they
 // had acknowledged is durable, the rest was never acknowledged).
 import cluster, { type Worker } from 'node:cluster';
-import { mkdir, readdir, rename } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { requireSetting, type Config } from './config.ts';
@@ -32,9 +31,8 @@ import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { StrataError, UsageError, errorText } from './errors.ts';
 import { startGateway, type Gateway } from './ingest/gateway.ts';
-import { activeName, sealedName, segmentName, seqPrefix } from './ingest/spool-format.ts';
+import { adoptStranded, processSpoolDir } from './ingest/spool-adopt.ts';
 import { acquireLock, releaseLock } from './ingest/spool-lock.ts';
-import { QUARANTINE, fsyncDir } from './ingest/spool-quarantine.ts';
 import type { Logger } from './log.ts';
 import { gatewayOptions, serve } from './serve.ts';
 
@@ -74,10 +72,6 @@ export function gatewayProcessCount(flag: string | undefined, config: Config): n
   return n;
 }
 
-export function processSpoolDir(spoolDir: string, index: number): string {
-  return join(spoolDir, `process-${index}`);
-}
-
 /**
  * `strata serve`: in a process forked by the primary, that process's gateway; with one process,
  * today's single gateway (serve.ts) on the top-level spool; else the primary of `processes`.
@@ -95,83 +89,6 @@ export async function serveProcesses(config: Config, log: Logger, out: (text: st
     return serve(config, log, out);
   }
   return runPrimary(config, log, out, { processes: o.processes, argv: o.argv, region, spoolDir });
-}
-
-// ---- spool layout ---------------------------------------------------------------------------------
-
-/** The segment files of `dir`, in replay order. */
-async function segments(dir: string): Promise<{ name: string; seq: number; active: boolean }[]> {
-  const names = await readdir(dir).catch(() => [] as string[]);
-  return names.flatMap((name) => {
-    const s = segmentName(name);
-    return s ? [{ name, ...s }] : [];
-  }).sort((a, b) => a.seq - b.seq);
-}
-
-/**
- * Moves the segments of `from` into `to`, numbered after every sequence `to` has used (its own
- * segments and quarantine), each keeping its state (an `.active` segment is still one a process
- * stopped without sealing, so a torn tail is dropped on replay). The caller holds both locks.
- * A rename is atomic, so a crash leaves each segment in one of the two places, never lost or doubled.
- */
-export async function moveSegments(from: string, to: string): Promise<number> {
-  const found = await segments(from);
-  if (!found.length) return 0;
-  await mkdir(to, { recursive: true });
-  const used = [...(await readdir(to)), ...(await readdir(join(to, QUARANTINE)).catch(() => [] as string[]))].map(seqPrefix);
-  let seq = used.reduce((a, b) => Math.max(a, b), 0) + 1;
-  for (const s of found) await rename(join(from, s.name), join(to, s.active ? activeName(seq++) : sealedName(seq++)));
-  await fsyncDir(to);
-  await fsyncDir(from);
-  return found.length;
-}
-
-/**
- * Spool directories under `spoolDir` that `processes` processes would never open, and that hold
- * segments: the top level when there are several (a single-process run's), process-<k> for k ≥
- * `processes` (all of them for a single process).
- */
-async function strandedDirs(spoolDir: string, processes: number): Promise<string[]> {
-  const entries = await readdir(spoolDir, { withFileTypes: true }).catch(() => []);
-  const others = entries
-    .flatMap((e) => {
-      const m = e.isDirectory() ? /^process-(\d+)$/.exec(e.name) : null;
-      return m && (processes === 1 || Number(m[1]) >= processes) ? [{ dir: join(spoolDir, e.name), index: Number(m[1]) }] : [];
-    })
-    .sort((a, b) => a.index - b.index)
-    .map((d) => d.dir);
-  const candidates = processes === 1 ? others : [spoolDir, ...others];
-  const out: string[] = [];
-  for (const dir of candidates) if ((await segments(dir)).length) out.push(dir);
-  return out;
-}
-
-/**
- * Moves stranded segments (strandedDirs) to where this run replays them: process-0, or the top
- * level for a single process. Each directory's lock is taken for the move (a live gateway on one
- * is an error: spool_locked), except the top level when `topHeld` (the primary holds it).
- */
-export async function adoptStranded(spoolDir: string, processes: number, log: Logger, topHeld: boolean): Promise<void> {
-  const sources = await strandedDirs(spoolDir, processes);
-  if (!sources.length) return;
-  const target = processes === 1 ? spoolDir : processSpoolDir(spoolDir, 0);
-  const taken: string[] = [];
-  const take = async (dir: string) => {
-    if (dir === spoolDir && topHeld) return;
-    await mkdir(dir, { recursive: true });
-    await acquireLock(dir, log);
-    taken.push(dir);
-  };
-  try {
-    await take(target);
-    for (const from of sources) {
-      await take(from);
-      const moved = await moveSegments(from, target);
-      log.info(`moved ${moved} spool segment(s) left by a run with another process count to ${target}; they replay there`, { from, to: target, segments: moved });
-    }
-  } finally {
-    for (const dir of taken.reverse()) await releaseLock(dir);
-  }
 }
 
 // ---- a gateway process ------------------------------------------------------------------------------
