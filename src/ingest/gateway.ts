@@ -15,12 +15,13 @@ import { Ingestor } from './ingestor.ts';
 import { createIngestMetrics, type IngestMetrics } from './metrics.ts';
 import { Replayer } from './replayer.ts';
 import { DEFAULT_MAX_SERIES_KEY_BYTES, SeriesCatalog } from './series.ts';
-import { createReceiver } from './server.ts';
+import { createReceiver, type SlowClientLimits } from './server.ts';
 import { Spool } from './spool.ts';
 import type { TimeWindow } from './time-window.ts';
 import { Writer } from './writer.ts';
 
-export interface GatewayOptions {
+/** Slow and idle clients: SlowClientLimits (server.ts). */
+export interface GatewayOptions extends SlowClientLimits {
   region: string;
   host: string;
   port: number;
@@ -53,18 +54,6 @@ export interface GatewayOptions {
    * `Gateway.metrics.registry` stays this gateway's own.
    */
   metricsText?: () => Promise<string>;
-  /** Slow and idle clients (server.ts SLOW_CLIENT_DEFAULTS): complete headers within this; default 5 s. */
-  headersTimeoutMs?: number;
-  /** Keep-alive idle between requests; default 5 s. */
-  idleTimeoutMs?: number;
-  /** A body with no byte for this long is cut (408); default 5 s. */
-  bodyIdleTimeoutMs?: number;
-  /** A body slower than this over each `bodyRateWindowMs` is cut (408); default 64 KiB/s, 0 off. */
-  bodyMinBytesPerSecond?: number;
-  /** The window (and grace) of the body rate; default 5 s. */
-  bodyRateWindowMs?: number;
-  /** Connections at once; beyond it new ones are closed as they arrive; default 4096. */
-  maxConnections?: number;
   /**
    * BENCHMARK ONLY (`npm run bench -- --gateway-only`; `strata serve` sets it from STRATA_BENCH_DISCARD):
    * batches are acknowledged as committed and their encoded rows thrown away instead of COPYed, so

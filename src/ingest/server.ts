@@ -12,15 +12,24 @@ import { parseJsonMetrics } from './json.ts';
 import type { Precision } from './lineprotocol.ts';
 import type { IngestMetrics } from './metrics.ts';
 
-export interface ReceiverOptions {
-  maxBodyBytes: number;
-  /** Slow and idle clients (defaults in SLOW_CLIENT_DEFAULTS); see cutSlowClients(). */
+/** What slow and idle clients may hold (defaults in SLOW_CLIENT_DEFAULTS; see cutSlowClients()). */
+export interface SlowClientLimits {
+  /** Complete request headers within this; default 5 s. */
   headersTimeoutMs?: number;
+  /** Keep-alive idle between requests; default 5 s. */
   idleTimeoutMs?: number;
+  /** A body with no byte for this long is cut (408); default 5 s. */
   bodyIdleTimeoutMs?: number;
+  /** A body slower than this over each `bodyRateWindowMs` is cut (408); default 64 KiB/s, 0 off. */
   bodyMinBytesPerSecond?: number;
+  /** The window (and grace) of the body rate; default 5 s. */
   bodyRateWindowMs?: number;
+  /** Connections at once; beyond it new ones are closed as they arrive; default 4096. */
   maxConnections?: number;
+}
+
+export interface ReceiverOptions extends SlowClientLimits {
+  maxBodyBytes: number;
   /** Readiness: database reachable and spool below its limit; a reason when not. */
   notReady(): Promise<string | null>;
 }

@@ -8,7 +8,7 @@ import type { Db } from '../../src/db/port.ts';
 import { TUPLE_BYTES } from '../../src/ingest/copy-encode.ts';
 import type { Gateway } from '../../src/ingest/gateway.ts';
 import { cluster, createDatabase, type TestDatabase } from '../support/databases.ts';
-import { count, facility, gateway, plainSchema, post } from '../support/gateway.ts';
+import { count, facility, gateway, lockMetrics, plainSchema, post } from '../support/gateway.ts';
 import { until } from '../support/wait.ts';
 
 let t: TestDatabase;
@@ -43,30 +43,10 @@ async function start(o: Parameters<typeof gateway>[1]) {
 const lines = (m: string, n: number, from = 0, value = (i: number) => i) =>
   Array.from({ length: n }, (_, i) => `${m},k=k${i % 10} v=${value(from + i)} ${1_700_000_000 + from + i}`).join('\n');
 
-/** Holds strata.metrics locked (every COPY waits) until release(). */
-async function lockMetrics(): Promise<{ release(): Promise<void> }> {
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  let locked!: () => void;
-  const isLocked = new Promise<void>((r) => (locked = r));
-  const tx = admin.transaction(async (q) => {
-    await q.query('LOCK TABLE strata.metrics IN ACCESS EXCLUSIVE MODE');
-    locked();
-    await held;
-  });
-  await isLocked;
-  return {
-    async release() {
-      release();
-      await tx;
-    },
-  };
-}
-
 describe('sharing the gateway between facilities', () => {
   it('refuses a facility over its share of the queue while a quiet facility within its share is accepted', async () => {
     const g = await start({ maxQueueBytes: 1 << 20, batchRows: 500, batchAgeMs: 5, attemptTimeoutMs: 60_000 });
-    const lock = await lockMetrics();
+    const lock = await lockMetrics(admin);
     const noisyAuth = { Authorization: `Token ${noisy.token}` };
     const quietAuth = { Authorization: `Token ${quiet.token}` };
     const piece = 2_000 * TUPLE_BYTES; // bytes a 2,000-row request queues

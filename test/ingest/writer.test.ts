@@ -10,7 +10,7 @@ import type { Db } from '../../src/db/port.ts';
 import { encodeTuples } from '../../src/ingest/copy-encode.ts';
 import type { Gateway } from '../../src/ingest/gateway.ts';
 import { cluster, createDatabase, type TestDatabase } from '../support/databases.ts';
-import { count, facility, gateway, plainSchema, post, tempDir } from '../support/gateway.ts';
+import { count, facility, gateway, lockMetrics, plainSchema, post, tempDir } from '../support/gateway.ts';
 
 let t: TestDatabase;
 let admin: Db;
@@ -44,26 +44,6 @@ const metric = async (g: Gateway, name: string) => {
   const m = (await g.metrics.registry.getSingleMetric(name)?.get())?.values ?? [];
   return m.reduce((n, v) => n + v.value, 0);
 };
-
-/** Holds an exclusive lock on strata.metrics (so every COPY waits) until release() is awaited. */
-async function lockMetrics(): Promise<{ release(): Promise<void> }> {
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  let locked!: () => void;
-  const isLocked = new Promise<void>((r) => (locked = r));
-  const tx = admin.transaction(async (t) => {
-    await t.query('LOCK TABLE strata.metrics IN ACCESS EXCLUSIVE MODE');
-    locked();
-    await held;
-  });
-  await isLocked;
-  return {
-    async release() {
-      release();
-      await tx;
-    },
-  };
-}
 
 describe('COPY writer', () => {
   it('rejects only the request whose rows the database refuses, even when batched with others', async () => {
@@ -102,7 +82,7 @@ describe('COPY writer', () => {
     const g = await start({ maxQueueBytes: 64 * 1024, batchAgeMs: 5 });
     const auth = { Authorization: `Token ${fac.token}` };
     const body = (tag: string) => Array.from({ length: 1_000 }, (_, i) => `bp,r=${tag} v=${i} ${1_700_000_000 + i}`).join('\n');
-    const lock = await lockMetrics();
+    const lock = await lockMetrics(admin);
     const first = post(g.url, '/api/v2/write?precision=s', body('one'), auth); // ~42 KB encoded: waits on the lock
     await new Promise((r) => setTimeout(r, 300));
     const second = await post(g.url, '/api/v2/write?precision=s', body('two'), auth);
@@ -172,7 +152,7 @@ describe('COPY writer', () => {
     const series = await admin.query<{ id: number }>(`INSERT INTO strata.series (facility_id, measurement, field) VALUES ($1, 'spooled', 'v') RETURNING id`, [fac.id]);
     const rows = encodeTuples([{ timeUs: 1_700_000_000_000_000n, facilityId: fac.id, seriesId: series.rows[0]!.id, value: 1 }]);
     await g.spool.append([{ batchId: randomUUID(), facilityId: fac.id, rowCount: 1, rows, spooledAt: Date.now() }]);
-    const lock = await lockMetrics();
+    const lock = await lockMetrics(admin);
     await g.replayer.tick(); // the replay times out: the batch stays spooled
     expect(g.spool.empty).toBe(false);
     const kept = await admin.query('SELECT 1 FROM strata.ingest_ledger WHERE batch_id = $1', [old]);

@@ -88,3 +88,23 @@ export async function count(db: Db, where = 'true'): Promise<number> {
   const r = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM strata.metrics WHERE ${where}`);
   return r.rows[0]!.n;
 }
+
+/** Holds an exclusive lock on strata.metrics (so every COPY waits) until release() is awaited. */
+export async function lockMetrics(db: Db): Promise<{ release(): Promise<void> }> {
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let locked!: () => void;
+  const isLocked = new Promise<void>((r) => (locked = r));
+  const tx = db.transaction(async (q) => {
+    await q.query('LOCK TABLE strata.metrics IN ACCESS EXCLUSIVE MODE');
+    locked();
+    await held;
+  });
+  await isLocked;
+  return {
+    async release() {
+      release();
+      await tx;
+    },
+  };
+}
