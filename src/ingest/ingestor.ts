@@ -149,10 +149,11 @@ export class Ingestor {
     const parts: Encoded[] = [];
     for (const slice of slices) {
       // A slice at a time, in turn with other facilities' slices: a large body cannot hold the
-      // event loop (and so the other facilities' requests) for the whole of its parse.
+      // event loop (and so the other facilities' requests) for the whole of its parse. Only a later
+      // slice yields first; a body of one slice costs no extra turn of the event loop.
       await this.turns.acquire(facility.id);
       try {
-        await new Promise((r) => setImmediate(r));
+        if (slice.start > 0) await new Promise((r) => setImmediate(r));
         const encoded = this.encoder.encode(body.subarray(slice.start, slice.end), precision, facility.id, this.series.index(facility.id), receiveUs, maxLine, this.series.aliasRoom(facility.id), window);
         parts.push(slice.lineOffset === 0 ? encoded : renumber(encoded, slice.lineOffset));
       } finally {
