@@ -52,8 +52,13 @@ export interface LoadResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A keep-alive connection the gateway closed as idle just as the client reused it: nothing was sent on it. */
-const idleClosed = (err: unknown) => (err as { cause?: { code?: string } })?.cause?.code === 'UND_ERR_SOCKET';
+/**
+ * A connection the gateway closed as idle just as the client used it, so the request was never read:
+ * a keep-alive connection past its idle time (UND_ERR_SOCKET), or a spare connection fetch opened
+ * and left without a byte for longer than the headers timeout, which the gateway closes
+ * (`idle_first`; the client then sees ECONNRESET).
+ */
+const idleClosed = (err: unknown) => ['UND_ERR_SOCKET', 'ECONNRESET'].includes((err as { cause?: { code?: string } })?.cause?.code ?? '');
 
 async function send(url: string, token: string, b: Batch, gzip: boolean, precision: Precision): Promise<{ status: number; retryAfter: number }> {
   for (let attempt = 1; ; attempt++) {
