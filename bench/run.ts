@@ -4,7 +4,8 @@
 //
 //   npm run bench -- --url postgres://postgres@127.0.0.1:5432/postgres [--rows 2000000 | --duration 600]
 //       [--facilities 50] [--series 1000] [--batch-lines 5000] [--clients 50] [--chunk-interval "1 hour"]
-//       [--interval 10] [--gzip true] [--baselines true] [--node-args "--cpu-prof"] [--out bench/results]
+//       [--interval 10] [--gzip true] [--baselines true|false|psql] [--node-args "--cpu-prof"] [--out bench/results]
+//       [--ingest-mode rowstore|columnstore]   STRATA_INGEST_MODE of the gateway (default: the gateway's)
 //       [--rate <metrics/s>]   open loop: a fixed offered rate (ack latency at 80% of the maximum, overload)
 //       [--fields 10]          fields per line (1: `sensor,line=L3,cell=C7 value=12.345 <time>`)
 //       [--timestamps ns|ms]   timestamp precision (the precision parameter and the digits follow it)
@@ -24,7 +25,7 @@ import { openDb } from '../src/db/open.ts';
 import type { Db } from '../src/db/port.ts';
 import { startGateway } from '../src/ingest/gateway.ts';
 import { silentLogger } from '../src/log.ts';
-import { currentRows, runBaselines, type BaselineResult } from './support/baselines.ts';
+import { currentRows, diskBytesPerRow, runBaselines, walPosition, type BaselineResult } from './support/baselines.ts';
 import { startBouncer } from './support/bouncer.ts';
 import { benchFacilities } from './support/facilities.ts';
 import { startGatewayProcess } from './support/gateway-process.ts';
@@ -47,6 +48,7 @@ const { values } = parseArgs({
     'batch-lines': { type: 'string', default: '5000' },
     clients: { type: 'string' },
     'chunk-interval': { type: 'string', default: '1 hour' },
+    'ingest-mode': { type: 'string' },
     interval: { type: 'string', default: '10' },
     gzip: { type: 'string', default: 'true' },
     baselines: { type: 'string', default: 'true' },
@@ -71,6 +73,8 @@ const wrong = [
   !(Number.isInteger(F) && F >= 1) && `--facilities must be a whole number of at least 1 (got ${values.facilities})`,
   !(Number.isInteger(fields) && fields >= 1) && `--fields must be a whole number of at least 1 (got ${values.fields})`,
   precision !== 'ns' && precision !== 'ms' && `--timestamps must be ns or ms (got ${values.timestamps})`,
+  values['ingest-mode'] !== undefined && !['rowstore', 'columnstore'].includes(values['ingest-mode']) && `--ingest-mode must be rowstore or columnstore (got ${values['ingest-mode']})`,
+  !['true', 'false', 'psql'].includes(values.baselines) && `--baselines must be true, false or psql (got ${values.baselines})`,
   !(Number.isInteger(Number(values.prebuilt)) && Number(values.prebuilt) >= 0) && `--prebuilt must be a whole number of request bodies (got ${values.prebuilt})`,
 ].filter(Boolean);
 if (wrong.length) {
@@ -90,16 +94,14 @@ async function setup(db: Db): Promise<string[]> {
   return benchFacilities(db, F, 'bench');
 }
 
-async function diskBytesPerRow(db: Db, rows: number): Promise<number> {
-  const r = await db.query<{ b: number }>(`SELECT total_bytes::float8 AS b FROM hypertable_detailed_size('strata.metrics')`);
-  return +((r.rows[0]?.b ?? 0) / rows).toFixed(1);
-}
 
 const work = mkdtempSync(join(tmpdir(), 'strata-bench-'));
 let load: LoadResult;
 let baselines: BaselineResult[] = [];
 let versions: Record<string, string> = {};
 let bytesPerRow = 0;
+let walPerRow: number | null = null;
+let chunkStates = '';
 let gatewayFigures: { cpuUsPerRow: number | null; peakRssMiB: number | null; where: string };
 const command = `npm run bench -- ${process.argv.slice(2).join(' ').replace(/postgres(ql)?:\/\/[^ ]+/g, '<url>')}`;
 
@@ -112,6 +114,7 @@ async function driveGatewayProcess(dbUrl: string, tokens: string[], count: (() =
   const gw = await startGatewayProcess({
     STRATA_DATABASE_URL: dbUrl, STRATA_REGION: 'bench', STRATA_SPOOL_DIR: join(work, 'spool'), STRATA_SERIES_LIMIT: '1000000',
     ...(gatewayOnly ? { STRATA_BENCH_DISCARD: '1' } : {}),
+    ...(values['ingest-mode'] ? { STRATA_INGEST_MODE: values['ingest-mode'] } : {}),
   }, nodeArgs);
   try {
     const l = await drive({ ...driveOptions, url: gw.url, tokens, count, cpu: () => gw.stat().cpuSeconds });
@@ -166,9 +169,14 @@ try {
     try {
       const tokens = await setup(db);
       versions = await scratch.versions();
+      const wal0 = await walPosition(db);
       load = await driveGatewayProcess(bouncer.url(scratch.name), tokens, gatewayOnly ? undefined : () => countRows(db), 'strata serve, its own process');
-      if (!gatewayOnly) bytesPerRow = await diskBytesPerRow(db, load.committedRows);
-      if (values.baselines !== 'false' && !gatewayOnly) baselines = await runBaselines(db, scratch.url, await currentRows(db), work, say);
+      if (!gatewayOnly) {
+        walPerRow = +(((await walPosition(db)) - wal0) / load.committedRows).toFixed(1);
+        bytesPerRow = await diskBytesPerRow(db, load.committedRows);
+        chunkStates = (await db.query<{ s: string }>(`SELECT string_agg(n || ' ' || s, ', ') AS s FROM (SELECT CASE WHEN NOT is_compressed THEN 'row store' ELSE 'compressed' END AS s, count(*) AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics' GROUP BY 1) x`)).rows[0]?.s ?? '';
+      }
+      if (values.baselines !== 'false' && !gatewayOnly) baselines = await runBaselines(db, scratch.url, await currentRows(db), work, say, values.baselines === 'psql' ? 'psql' : undefined);
     } finally {
       await bouncer.stop();
       await scratch.drop();
@@ -183,12 +191,13 @@ try {
     ...(gatewayOnly ? ['**Gateway only: parse + encode, rows discarded** (STRATA_BENCH_DISCARD: acknowledged rows are counted; nothing is written to the database, so no baselines and no loss check).', ''] : []),
     `Workload: ${F} ${F === 1 ? 'facility' : 'facilities'} × ${(sets * fields).toLocaleString()} series (${sets.toLocaleString()} tag sets × ${shape}), precision ${precision}, ${workload.linesPerBatch}-line batches (${(workload.linesPerBatch * fields).toLocaleString()} metrics)${workload.gzip ? ', gzip' : ''}, ${clients} keep-alive collectors; gateway defaults (20,000 rows / 100 ms / 4 writers).`,
     '',
-    '| method | fields/line | precision | rows | rows/s | × psql \\copy |',
-    '| --- | ---: | --- | ---: | ---: | ---: |',
+    ...(values['ingest-mode'] ? [`Ingest mode: STRATA_INGEST_MODE=${values['ingest-mode']}; chunks after the load: ${chunkStates || '—'}.`, ''] : []),
+    '| method | fields/line | precision | rows | rows/s | × psql \\copy | WAL bytes/row | bytes/row on disk |',
+    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |',
     gatewayOnly
       ? `| gateway only: parse + encode, rows discarded (HTTP → acknowledged) | ${fields} | ${precision} | ${load!.ackedRows.toLocaleString()} | ${load!.rowsPerSecond.toLocaleString()} | — |`
-      : `| gateway end to end (HTTP → committed) | ${fields} | ${precision} | ${load!.committedRows.toLocaleString()} | ${load!.rowsPerSecond.toLocaleString()} | ${ratio(load!.rowsPerSecond)} |`,
-    ...baselines.map((b) => `| ${b.method} | — | — | ${b.rows.toLocaleString()} | ${b.rowsPerSecond.toLocaleString()} | ${ratio(b.rowsPerSecond)} |`),
+      : `| gateway end to end (HTTP → committed) | ${fields} | ${precision} | ${load!.committedRows.toLocaleString()} | ${load!.rowsPerSecond.toLocaleString()} | ${ratio(load!.rowsPerSecond)} | ${walPerRow ?? '—'} | ${bytesPerRow} |`,
+    ...baselines.map((b) => `| ${b.method} (row store) | — | — | ${b.rows.toLocaleString()} | ${b.rowsPerSecond.toLocaleString()} | ${ratio(b.rowsPerSecond)} | ${b.walBytesPerRow} | ${b.diskBytesPerRow} |`),
     '',
     '| ack p50 ms | ack p99 ms | ack p99.9 ms | gateway CPU µs/metric | gateway peak RSS MiB | rows lost | bytes/row on disk |',
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -196,9 +205,9 @@ try {
     '',
     `Gateway figures: ${gatewayFigures!.where}. ${rate ? `Open loop at ${rate.toLocaleString()} metrics/s offered (${load!.late} batches left late, ${load!.retried} retried after 429/503). ` : `Closed loop (each collector waits for its answer). `}${gatewayOnly ? 'Acknowledged' : 'Committed'} rows/s per ${values.interval} s interval: ${load!.intervals.map((r) => r.toLocaleString()).join(', ')}.`,
   ];
-  const name = `bench-${fields}f-${precision}${gatewayOnly ? '-gateway-only' : ''}`;
+  const name = `bench-${fields}f-${precision}${gatewayOnly ? '-gateway-only' : ''}${values['ingest-mode'] ? `-${values['ingest-mode']}` : ''}`;
   const target = values.embedded ? 'embedded PGlite' : values.testcontainers ? 'testcontainers' : 'url + PgBouncer (transaction)';
-  console.log(writeTable(values.out, name, command, versions, { target, ...workload, clients, chunkInterval: values['chunk-interval'], gatewayOnly, prebuilt: Number(values.prebuilt) }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow: gatewayOnly ? null : bytesPerRow }));
+  console.log(writeTable(values.out, name, command, versions, { target, ...workload, clients, chunkInterval: values['chunk-interval'], gatewayOnly, prebuilt: Number(values.prebuilt), ingestMode: values['ingest-mode'] ?? 'gateway default' }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow: gatewayOnly ? null : bytesPerRow, walBytesPerRow: walPerRow, chunks: chunkStates }));
   if (load!.lostRows !== 0) {
     say(`ROWS LOST: ${load!.lostRows}`);
     process.exitCode = 1;

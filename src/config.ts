@@ -72,6 +72,8 @@ export const configSchema = z
     batchRows: count(1).default(20_000),
     batchAgeMs: count(1).default(100),
     writers: count(1).default(4),
+    // How the writer's COPY stores rows (src/ingest/ingest-mode.ts); columnstore falls back to the row store where the database cannot.
+    ingestMode: z.enum(['rowstore', 'columnstore']).default('rowstore'),
     // `strata serve`'s gateway processes on this host (src/serve-processes.ts); unset: the machine's cores.
     gatewayProcesses: count(1).max(1024, 'must be at most 1024').optional(),
     writeTimeoutMs: count(100).default(1_500),
@@ -146,6 +148,7 @@ export const ENV_NAMES: Record<Key, string> = {
   batchRows: 'STRATA_BATCH_ROWS',
   batchAgeMs: 'STRATA_BATCH_AGE_MS',
   writers: 'STRATA_WRITERS',
+  ingestMode: 'STRATA_INGEST_MODE',
   gatewayProcesses: 'STRATA_GATEWAY_PROCESSES',
   writeTimeoutMs: 'STRATA_WRITE_TIMEOUT_MS',
   writeAttempts: 'STRATA_WRITE_ATTEMPTS',

@@ -28,6 +28,7 @@ export function gatewayOptions(config: Config, region: string): GatewayOptions {
     attemptTimeoutMs: config.writeTimeoutMs,
     maxAttempts: config.writeAttempts,
     writers: config.writers,
+    ingestMode: config.ingestMode,
     headersTimeoutMs: config.headersTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,

@@ -13,6 +13,20 @@ export interface BaselineResult {
   method: string;
   rows: number;
   rowsPerSecond: number;
+  /** WAL the load wrote (the whole cluster's, so the benchmark's database should be alone on it) and the hypertable's bytes on disk, per row. */
+  walBytesPerRow: number;
+  diskBytesPerRow: number;
+}
+
+/** WAL position of the cluster, in bytes. */
+export async function walPosition(db: Db): Promise<number> {
+  return Number((await db.query<{ b: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS b`)).rows[0]!.b);
+}
+
+/** The hypertable's bytes on disk (row store and compressed chunks), per row. */
+export async function diskBytesPerRow(db: Db, rows: number): Promise<number> {
+  const r = await db.query<{ b: number }>(`SELECT total_bytes::float8 AS b FROM hypertable_detailed_size('strata.metrics')`);
+  return +((r.rows[0]?.b ?? 0) / rows).toFixed(1);
 }
 
 const BATCH = 5_000;
@@ -29,7 +43,8 @@ export async function currentRows(db: Db): Promise<MetricRow[]> {
   return r.rows.map((x) => ({ timeUs: BigInt(x.us), facilityId: x.f, seriesId: x.s, value: x.v }));
 }
 
-export async function runBaselines(db: Db, url: string, rows: readonly MetricRow[], workDir: string, log: (line: string) => void): Promise<BaselineResult[]> {
+/** Every baseline, or only `psql \copy` (the one the targets compare with) when `only` is 'psql'. */
+export async function runBaselines(db: Db, url: string, rows: readonly MetricRow[], workDir: string, log: (line: string) => void, only?: 'psql'): Promise<BaselineResult[]> {
   const file = join(workDir, 'rows.tsv');
   writeFileSync(file, encodeText(rows));
   const chunks = <T>(f: (part: readonly MetricRow[]) => T): T[] => {
@@ -74,14 +89,17 @@ export async function runBaselines(db: Db, url: string, rows: readonly MetricRow
   };
   const results: BaselineResult[] = [];
   for (const [method, run] of Object.entries(methods)) {
+    if (only && !method.startsWith(only)) continue;
     await db.exec('TRUNCATE strata.metrics');
     await db.exec('CHECKPOINT');
+    const wal0 = await walPosition(db);
     const t0 = performance.now();
     await run();
     const seconds = (performance.now() - t0) / 1000;
+    const wal = (await walPosition(db)) - wal0;
     const n = await count(db);
     if (n !== rows.length) throw new Error(`${method}: ${n} of ${rows.length} rows committed`);
-    results.push({ method, rows: n, rowsPerSecond: Math.round(n / seconds) });
+    results.push({ method, rows: n, rowsPerSecond: Math.round(n / seconds), walBytesPerRow: +(wal / n).toFixed(1), diskBytesPerRow: await diskBytesPerRow(db, n) });
     log(`baseline ${method}: ${Math.round(n / seconds).toLocaleString()} rows/s`);
   }
   return results;

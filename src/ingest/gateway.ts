@@ -11,6 +11,7 @@ import type { Logger } from '../log.ts';
 import { FacilityDirectory } from './auth.ts';
 import type { Batch } from './batcher.ts';
 import { classify, probeWritable } from './classify.ts';
+import { IngestModeGate, type IngestMode } from './ingest-mode.ts';
 import { Ingestor } from './ingestor.ts';
 import { createIngestMetrics, type IngestMetrics } from './metrics.ts';
 import { Replayer } from './replayer.ts';
@@ -44,6 +45,8 @@ export interface GatewayOptions extends SlowClientLimits {
   attemptTimeoutMs?: number;
   /** Write transactions in flight at once; default 4 (STRATA_WRITERS; the pool needs a few more connections). */
   writers?: number;
+  /** Row store or columnstore COPY (ingest-mode.ts); default: the row store. */
+  ingestMode?: IngestMode;
   replayIntervalMs?: number;
   /** How often old ledger rows are pruned; default 10 minutes. */
   ledgerPruneEveryMs?: number;
@@ -84,6 +87,8 @@ export interface Gateway {
   readonly metrics: IngestMetrics;
   readonly spool: Spool;
   readonly writer: Writer;
+  /** The writer's row store or columnstore decision (ingest-mode.ts). */
+  readonly mode: IngestModeGate;
   readonly replayer: Replayer;
   readonly ingestor: Ingestor;
   /** Stop accepting, flush every batcher, spool what the database cannot take, close. */
@@ -116,8 +121,14 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
     log.warn('database unreachable at start; facilities will load when it answers', { error: err });
   }
   const series = new SeriesCatalog(db, { series: o.seriesLimit, keyBytes: o.maxSeriesKeyBytes ?? DEFAULT_MAX_SERIES_KEY_BYTES }, log);
+  const mode = new IngestModeGate(db, o.ingestMode ?? 'rowstore', (d) => {
+    if (d.fallback) log.warn(`ingest mode: ${d.wanted} asked for, ${d.mode} used`, { reason: d.fallback });
+    else log.info(`ingest mode: ${d.mode}`);
+  });
+  // Said at start when the database answers; otherwise at the first write once it does.
+  if (directory.loaded && !o.discardRows) await mode.mode().catch((err: unknown) => log.warn('ingest mode not decided yet: the database did not answer; asked again at the first write', { error: err }));
   if (o.discardRows) log.warn('discardRows (STRATA_BENCH_DISCARD) is set: rows are acknowledged and DISCARDED, not written; benchmarks only');
-  const writer = new (o.discardRows ? DiscardingWriter : Writer)(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 3, attemptTimeoutMs: o.attemptTimeoutMs ?? 1_500, concurrency: o.writers ?? 4 }, (id) => directory.codeOf(id));
+  const writer = new (o.discardRows ? DiscardingWriter : Writer)(db, spool, metrics, log, { maxAttempts: o.maxAttempts ?? 3, attemptTimeoutMs: o.attemptTimeoutMs ?? 1_500, concurrency: o.writers ?? 4, mode }, (id) => directory.codeOf(id));
   // A facility alone may keep every writer busy; with others queued, writer slots go round in turn.
   const ingestor = new Ingestor(series, writer, spool, metrics, log, { ...o, flushesPerFacility: o.writers ?? 4 });
   const replayer = new Replayer(db, spool, writer, metrics, log, {
@@ -167,6 +178,7 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
     metrics,
     spool,
     writer,
+    mode,
     replayer,
     ingestor,
     stop() {

@@ -12,6 +12,7 @@ import type { Batch, Part } from './batcher.ts';
 import { DOWN, backoffMs, classify, isReadOnlyError } from './classify.ts';
 import { BINARY_HEADER, BINARY_TRAILER, METRICS_COPY_BINARY } from './copy-encode.ts';
 import { FairSlots } from './fair-slots.ts';
+import { COLUMNSTORE_SETTINGS, type IngestModeGate } from './ingest-mode.ts';
 import type { IngestMetrics } from './metrics.ts';
 import { SpoolFullError, type Spool } from './spool.ts';
 import type { SpoolRecord } from './types.ts';
@@ -31,6 +32,8 @@ export interface WriterOptions {
    * of these slots, so time spent queueing behind other batches is not taken for a lost answer.
    */
   concurrency: number;
+  /** Row store or columnstore (ingest-mode.ts); default: the row store. */
+  mode?: IngestModeGate;
 }
 
 /** An attempt may take this many times the recent average before it counts as lost… */
@@ -43,6 +46,8 @@ const SLOW_TRIES = 4;
 type Outcome = 'committed' | 'duplicate';
 
 const LEDGER = 'INSERT INTO strata.ingest_ledger (batch_id, facility_id, row_count) VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id';
+/** The same, also turning on the columnstore COPY for this transaction: one round trip either way. */
+const LEDGER_COLUMNSTORE = `WITH direct AS (${COLUMNSTORE_SETTINGS}) INSERT INTO strata.ingest_ledger (batch_id, facility_id, row_count) SELECT $1::uuid, $2::integer, $3::integer FROM direct ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id`;
 
 /** A stable id for part `i` of batch `id` (used when a data error splits a batch). */
 export function partId(id: string, i: number): string {
@@ -141,8 +146,9 @@ export class Writer {
     const timer = setTimeout(() => abort.abort(Object.assign(new Error(`batch ${id}: no answer within ${ms} ms; the attempt was cancelled`), { code: 'ETIMEDOUT', deadline: true })), ms);
     let outcome: Outcome;
     try {
+      const ledger = this.opts.mode && (await this.opts.mode.mode()) === 'columnstore' ? LEDGER_COLUMNSTORE : LEDGER;
       outcome = await this.db.transaction(async (tx) => {
-        const r = await tx.query(LEDGER, [id, facilityId, rowCount]);
+        const r = await tx.query(ledger, [id, facilityId, rowCount]);
         if (r.rowCount === 0) return 'duplicate' as const;
         const copied = await tx.copyIn(METRICS_COPY_BINARY, [BINARY_HEADER, ...chunks, BINARY_TRAILER]);
         if (copied !== rowCount) throw new Error(`COPY reported ${copied} rows for a batch of ${rowCount}`);

@@ -8,7 +8,7 @@ export const HYPERTABLE = 'strata.metrics';
 
 const CHUNKS = `
   SELECT format('%I.%I', c.chunk_schema, c.chunk_name) AS chunk,
-         c.range_start, c.range_end, c.is_compressed AS compressed, (ch.status & 8) <> 0 AS partial,
+         c.range_start, c.range_end, c.is_compressed AS compressed, (ch.status & 8) <> 0 AS partial, (ch.status & 2) <> 0 AS unordered,
          ts.spcname AS tablespace,
          cts.spcname AS compressed_tablespace,
          pg_total_relation_size(cl.oid) + coalesce(pg_total_relation_size(ccl.oid), 0) AS bytes,
@@ -30,6 +30,7 @@ interface Row {
   range_end: Date;
   compressed: boolean;
   partial: boolean;
+  unordered: boolean;
   tablespace: string | null;
   compressed_tablespace: string | null;
   bytes: number | string;
@@ -48,6 +49,7 @@ const toState = (r: Row): ChunkState => ({
   bytesBeforeCompression: r.compressed && r.before !== null ? Number(r.before) : null,
   bytesAfterCompression: r.compressed && r.after !== null ? Number(r.after) : null,
   partial: r.compressed && r.partial,
+  unordered: r.compressed && r.unordered,
 });
 
 export async function readChunks(db: Queryable, hypertable = HYPERTABLE): Promise<ChunkState[]> {

@@ -25,7 +25,9 @@ export function currentTier(c: ChunkState, policy: TierPolicy): Tier {
 /**
  * The steps from the chunk's state to its tier's. Hot chunks are never touched. For warm and cold:
  * an uncompressed chunk is first moved (a rewrite in index order, which also makes compression
- * cheaper), then compressed; a compressed chunk anywhere else is moved with its compressed chunk.
+ * cheaper), then compressed; a compressed chunk anywhere else is moved with its compressed chunk,
+ * and recompressed if it is partial or unordered (written compressed by the columnstore ingest).
+ * A hot chunk written compressed stays as it is.
  */
 export function stepsFor(c: ChunkState, target: Tier, policy: TierPolicy): Step[] {
   if (target === 'hot') return [];
@@ -37,7 +39,7 @@ export function stepsFor(c: ChunkState, target: Tier, policy: TierPolicy): Step[
     return steps;
   }
   if (c.tablespace !== ts || c.compressedTablespace !== ts) steps.push({ kind: 'move-compressed', tablespace: ts });
-  if (c.partial) steps.push({ kind: 'recompress' });
+  if (c.partial || c.unordered) steps.push({ kind: 'recompress' });
   return steps;
 }
 

@@ -11,6 +11,9 @@
 //               again, so its rows are re-batched); or on adjacent cold chunks: merge.
 //   partial     a compressed chunk holding rows outside its compressed batches (late rows), or whose
 //               batches come from several chunks (after a merge): recompressing re-batches them.
+//   unordered   a compressed chunk whose batches overlap in time: written compressed by the
+//               columnstore ingest (STRATA_INGEST_MODE), one small batch per series and COPY;
+//               recompressing it on the way to warm gives full batches.
 //   merge       adjacent settled cold chunks within one merge unit (STRATA_TIER_COLD_MERGE, a day by
 //               default) become one chunk, then are recompressed: fuller batches per series, the
 //               strongest compression TimescaleDB offers (bench/results/compression.md).
@@ -39,6 +42,8 @@ export interface ChunkState {
   bytesAfterCompression: number | null;
   /** Compressed, with rows outside its batches or batches of merged chunks (see glossary). */
   partial: boolean;
+  /** Compressed, with overlapping batches (columnstore ingest; see glossary). */
+  unordered: boolean;
 }
 
 /** Adjacent settled cold chunks within one merge unit, to become one chunk. */

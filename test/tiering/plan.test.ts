@@ -13,7 +13,7 @@ const b: Boundaries = { warm: at('2026-10-22T00:00:00Z'), cold: at('2026-05-25T0
 const DAY = 86_400_000;
 
 function chunk(start: Date, end: Date, o: Partial<ChunkState> = {}): ChunkState {
-  return { chunk: `_timescaledb_internal._hyper_1_${start.getTime()}_chunk`, rangeStart: start, rangeEnd: end, tablespace: null, compressed: false, compressedTablespace: null, bytes: 1_000_000, bytesBeforeCompression: null, bytesAfterCompression: null, partial: false, ...o };
+  return { chunk: `_timescaledb_internal._hyper_1_${start.getTime()}_chunk`, rangeStart: start, rangeEnd: end, tablespace: null, compressed: false, compressedTablespace: null, bytes: 1_000_000, bytesBeforeCompression: null, bytesAfterCompression: null, partial: false, unordered: false, ...o };
 }
 
 describe('tier of a chunk', () => {
@@ -58,6 +58,11 @@ describe('steps to a tier', () => {
   it('recompresses a partial chunk (late rows, or just merged), after any move', () => {
     expect(stepsFor(old({ compressed: true, partial: true, tablespace: 'cold_data', compressedTablespace: 'cold_data' }), 'cold', policy)).toEqual([{ kind: 'recompress' }]);
     expect(stepsFor(old({ compressed: true, partial: true, tablespace: 'warm_data', compressedTablespace: 'warm_data' }), 'cold', policy)).toEqual([{ kind: 'move-compressed', tablespace: 'cold_data' }, { kind: 'recompress' }]);
+  });
+  it('leaves a chunk written compressed (columnstore ingest) in hot, and moves and recompresses it on the way to warm', () => {
+    const direct = { compressed: true, unordered: true, tablespace: null, compressedTablespace: null };
+    expect(planChunk(chunk(b.warm, new Date(b.warm.getTime() + DAY), direct), b, policy)).toMatchObject({ current: 'hot', target: 'hot', steps: [] });
+    expect(stepsFor(old(direct), 'warm', policy)).toEqual([{ kind: 'move-compressed', tablespace: 'warm_data' }, { kind: 'recompress' }]);
   });
 });
 
