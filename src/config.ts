@@ -72,8 +72,9 @@ export const configSchema = z
     batchRows: count(1).default(20_000),
     batchAgeMs: count(1).default(100),
     writers: count(1).default(4),
-    // How the writer's COPY stores rows (src/ingest/ingest-mode.ts); columnstore falls back to the row store where the database cannot.
-    ingestMode: z.enum(['rowstore', 'columnstore']).default('rowstore'),
+    // How the writer's COPY stores rows (src/ingest/ingest-mode.ts); columnstore falls back to the row store where the
+    // database cannot. The default by measurement: README "Ingest mode".
+    ingestMode: z.enum(['rowstore', 'columnstore']).default('columnstore'),
     // `strata serve`'s gateway processes on this host (src/serve-processes.ts); unset: the machine's cores.
     gatewayProcesses: count(1).max(1024, 'must be at most 1024').optional(),
     writeTimeoutMs: count(100).default(1_500),

@@ -5,7 +5,6 @@
 import type { Queryable } from '../db/port.ts';
 
 export type IngestMode = 'rowstore' | 'columnstore';
-export const INGEST_MODES: readonly IngestMode[] = ['rowstore', 'columnstore'];
 
 export interface ModeDecision {
   /** What the writer does. */
@@ -16,7 +15,7 @@ export interface ModeDecision {
   fallback: string | null;
 }
 
-/** TimescaleDB's settings for a COPY that compresses (set per transaction; see columnstoreSettings). */
+/** TimescaleDB's setting for a COPY that compresses (set per transaction: COLUMNSTORE_SETTINGS). */
 export const DIRECT_COMPRESS = 'timescaledb.enable_direct_compress_copy';
 /** The first release with direct compress COPY, and the first that keeps it on a hypertable with a continuous aggregate. */
 const FIRST = [2, 21];

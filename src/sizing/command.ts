@@ -28,12 +28,15 @@ export function sizeCommand(args: string[]): string {
       'cold-days': { type: 'string' },
       'archive-years': { type: 'string' },
       results: { type: 'string', default: 'bench/results' },
+      'ingest-mode': { type: 'string', default: 'columnstore' },
       json: { type: 'boolean' },
     },
   });
   if (values.memory === undefined) throw new UsageError('strata size: --memory is required (the database server\'s RAM, e.g. 512GiB)');
   const memoryBytes = parseBytes(values.memory);
   if (!memoryBytes) throw new UsageError(`strata size: --memory ${JSON.stringify(values.memory)} is not a size such as 512GiB, 64GB or 1TiB`);
+  const mode = values['ingest-mode'];
+  if (mode !== 'rowstore' && mode !== 'columnstore') throw new UsageError(`strata size: --ingest-mode ${JSON.stringify(mode)} must be rowstore or columnstore (STRATA_INGEST_MODE)`);
   const input: SizeInput = {
     rate: whole('rate', values.rate, undefined),
     facilities: whole('facilities', values.facilities, undefined),
@@ -43,6 +46,7 @@ export function sizeCommand(args: string[]): string {
     warmDays: whole('warm-days', values['warm-days'], 150, 0),
     coldDays: whole('cold-days', values['cold-days'], 365, 0),
     archiveYears: whole('archive-years', values['archive-years'], 7, 0),
+    ingestMode: mode,
   };
   const report = size(input, measuredFigures(values.results));
   return values.json ? JSON.stringify(report, null, 2) : formatSize(report);

@@ -54,6 +54,12 @@ export function measuredFigures(dir: string): Measured {
   const archiveFile = read(dir, 'archive');
   const archivePerRow = (archiveFile?.results as { bytesPerRow?: unknown } | undefined)?.bytesPerRow;
 
+  // The harness's end-to-end run of the design workload with STRATA_INGEST_MODE=columnstore (npm run bench -- --ingest-mode columnstore).
+  const colFile = read(dir, 'bench-10f-ns-columnstore');
+  const col = (colFile?.results ?? {}) as { bytesPerRow?: unknown; walBytesPerRow?: unknown };
+  const fromModes = (key: 'bytesPerRow' | 'walBytesPerRow', fallback: Figure): Figure => (colFile && positive(col[key]) ? { value: col[key], source: label(dir, 'bench-10f-ns-columnstore', colFile) } : fallback);
+  const walBytesPerRow = fromStorage('walBytesPerRow', assumed(100, 'about twice the row size (heap and index records)'));
+
   return {
     bytesPerRow,
     indexBytesPerRow: fromStorage('indexBytesPerRow', assumed(40, 'two indexes of about 20 bytes per row each')),
@@ -63,7 +69,9 @@ export function measuredFigures(dir: string): Measured {
       archiveFile && positive(archivePerRow)
         ? { value: archivePerRow, source: label(dir, 'archive', archiveFile) }
         : assumed(+(bytesPerRow.value / compressionRatio.value).toFixed(2), 'the compressed size (no archive benchmark found)'),
-    walBytesPerRow: fromStorage('walBytesPerRow', assumed(100, 'about twice the row size (heap and index records)')),
+    walBytesPerRow,
+    columnstoreBytesPerRow: fromModes('bytesPerRow', { ...bytesPerRow, source: `as the row store: ${bytesPerRow.source}` }),
+    columnstoreWalBytesPerRow: fromModes('walBytesPerRow', { ...walBytesPerRow, source: `as the row store: ${walBytesPerRow.source}` }),
     gatewayCpuUsPerRow:
       harnessFile && positive(harnessCpu)
         ? { value: harnessCpu, source: label(dir, 'bench-10f-ns', harnessFile) }

@@ -20,6 +20,9 @@ export interface Measured {
   /** Bytes per row of the archive objects (tar.gz of CSV). */
   archiveBytesPerRow: Figure;
   walBytesPerRow: Figure;
+  /** With STRATA_INGEST_MODE=columnstore: bytes on disk and WAL per row of rows written compressed (the harness's design workload). */
+  columnstoreBytesPerRow: Figure;
+  columnstoreWalBytesPerRow: Figure;
   /** Gateway CPU per metric, µs. */
   gatewayCpuUsPerRow: Figure;
   /** Rows/s one binary COPY stream sustains. */
@@ -35,6 +38,8 @@ export interface SizeInput {
   warmDays: number;
   coldDays: number;
   archiveYears: number;
+  /** STRATA_INGEST_MODE of the gateways: the hot tier's bytes and the WAL follow it. */
+  ingestMode: 'rowstore' | 'columnstore';
 }
 
 export interface SizeReport {
@@ -66,8 +71,11 @@ export function size(input: SizeInput, m: Measured): SizeReport {
   const rowsPerDay = input.rate * 86_400;
   const perRow = m.bytesPerRow.value;
   const ratio = m.compressionRatio.value;
+  const columnstore = input.ingestMode === 'columnstore';
   const tiers = [
-    { name: 'hot (uncompressed)', days: input.hotDays, bytes: rowsPerDay * input.hotDays * perRow, note: 'default tablespace' },
+    columnstore
+      ? { name: 'hot (compressed)', days: input.hotDays, bytes: rowsPerDay * input.hotDays * m.columnstoreBytesPerRow.value, note: 'default tablespace; written compressed, STRATA_INGEST_MODE=columnstore' }
+      : { name: 'hot (uncompressed)', days: input.hotDays, bytes: rowsPerDay * input.hotDays * perRow, note: 'default tablespace' },
     { name: 'warm (compressed)', days: input.warmDays, bytes: (rowsPerDay * input.warmDays * perRow) / ratio, note: 'warm_data' },
     { name: 'cold (compressed)', days: input.coldDays, bytes: (rowsPerDay * input.coldDays * perRow) / m.coldCompressionRatio.value, note: 'cold_data, merged per day and recompressed' },
     { name: 'archive (S3 Glacier)', days: input.archiveYears * 365, bytes: rowsPerDay * input.archiveYears * 365 * m.archiveBytesPerRow.value, note: 'tar.gz of CSV per chunk, kept in S3' },
@@ -91,7 +99,7 @@ export function size(input: SizeInput, m: Measured): SizeReport {
     series: input.facilities * input.seriesPerFacility,
     tiers,
     chunkInterval: { seconds, text, indexBytes: seconds * perSecond, limitBytes, fits: fitting.length > 0 },
-    walBytesPerDay: rowsPerDay * m.walBytesPerRow.value,
+    walBytesPerDay: rowsPerDay * (columnstore ? m.columnstoreWalBytesPerRow : m.walBytesPerRow).value,
     gateway: { cores, processes },
     // Each gateway process also keeps two connections for the series catalog and its replayer; all
     // of them share PgBouncer's pool of the gateway's user and database.
@@ -125,7 +133,9 @@ export function formatSize(r: SizeReport): string {
     `  compression ratio      ${m.compressionRatio.value}:1  (${m.compressionRatio.source})`,
     `  cold compression ratio ${m.coldCompressionRatio.value}:1  (${m.coldCompressionRatio.source})`,
     `  archive bytes per row  ${m.archiveBytesPerRow.value}  (${m.archiveBytesPerRow.source})`,
-    `  WAL bytes per row      ${m.walBytesPerRow.value}  (${m.walBytesPerRow.source})`,
+    ...(r.input.ingestMode === 'columnstore'
+      ? [`  hot bytes per row      ${m.columnstoreBytesPerRow.value}  (written compressed; ${m.columnstoreBytesPerRow.source})`, `  WAL bytes per row      ${m.columnstoreWalBytesPerRow.value}  (written compressed; ${m.columnstoreWalBytesPerRow.source})`]
+      : [`  WAL bytes per row      ${m.walBytesPerRow.value}  (${m.walBytesPerRow.source})`]),
     `  gateway CPU µs/metric  ${m.gatewayCpuUsPerRow.value}  (${m.gatewayCpuUsPerRow.source})`,
     `  rows/s per COPY stream ${n(m.copyRowsPerStream.value)}  (${m.copyRowsPerStream.source})`,
   ];
