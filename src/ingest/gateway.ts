@@ -11,7 +11,7 @@ import type { Logger } from '../log.ts';
 import { FacilityDirectory } from './auth.ts';
 import type { Batch } from './batcher.ts';
 import { classify, probeWritable } from './classify.ts';
-import { IngestModeGate, type IngestMode } from './ingest-mode.ts';
+import { IngestModeGate, logDecision, type IngestMode } from './ingest-mode.ts';
 import { Ingestor } from './ingestor.ts';
 import { createIngestMetrics, type IngestMetrics } from './metrics.ts';
 import { Replayer } from './replayer.ts';
@@ -121,10 +121,7 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
     log.warn('database unreachable at start; facilities will load when it answers', { error: err });
   }
   const series = new SeriesCatalog(db, { series: o.seriesLimit, keyBytes: o.maxSeriesKeyBytes ?? DEFAULT_MAX_SERIES_KEY_BYTES }, log);
-  const mode = new IngestModeGate(db, o.ingestMode ?? 'rowstore', (d) => {
-    if (d.fallback) log.warn(`ingest mode: ${d.wanted} asked for, ${d.mode} used`, { reason: d.fallback });
-    else log.info(`ingest mode: ${d.mode}`);
-  });
+  const mode = new IngestModeGate(db, o.ingestMode ?? 'rowstore', logDecision(log));
   // Said at start when the database answers; otherwise at the first write once it does.
   if (directory.loaded && !o.discardRows) await mode.mode().catch((err: unknown) => log.warn('ingest mode not decided yet: the database did not answer; asked again at the first write', { error: err }));
   if (o.discardRows) log.warn('discardRows (STRATA_BENCH_DISCARD) is set: rows are acknowledged and DISCARDED, not written; benchmarks only');

@@ -3,6 +3,7 @@
 // database can. The decision is made against the database itself, once it answers; a database that
 // cannot compress on COPY gets the row store, with the reason.
 import type { Queryable } from '../db/port.ts';
+import type { Logger } from '../log.ts';
 
 export type IngestMode = 'rowstore' | 'columnstore';
 
@@ -113,4 +114,15 @@ export class IngestModeGate {
     );
     return (await this.asking).mode;
   }
+}
+
+/**
+ * What the gateway (and `strata spool replay`) says once the mode is decided. A fallback is
+ * information, not a fault: columnstore is the default, and the row store keeps every promise.
+ */
+export function logDecision(log: Logger): (d: ModeDecision) => void {
+  return (d) => {
+    if (d.fallback) log.info(`ingest mode: ${d.wanted} asked for, ${d.mode} used`, { reason: d.fallback });
+    else log.info(`ingest mode: ${d.mode}`);
+  };
 }

@@ -10,7 +10,7 @@ import { openDb } from '../db/open.ts';
 import { StrataError, UsageError, errorText } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { classify } from './classify.ts';
-import { IngestModeGate } from './ingest-mode.ts';
+import { IngestModeGate, logDecision } from './ingest-mode.ts';
 import { createIngestMetrics } from './metrics.ts';
 import { scanSegment, segmentName, spanSummary, type DamagedSpan, type ScannedRecord, type TornTail } from './spool-format.ts';
 import { lockHolder } from './spool-lock.ts';
@@ -162,7 +162,7 @@ async function replay(dir: string, config: Config, log: Logger): Promise<{ dir: 
   try {
     const db = await openDb(url, { logger: log, max: 1, applicationName: 'strata-spool-replay' });
     try {
-      const writer = new Writer(db, spool, createIngestMetrics({ defaults: false }), log, { maxAttempts: 1, attemptTimeoutMs: Math.max(30_000, config.writeTimeoutMs), concurrency: 1, mode: new IngestModeGate(db, config.ingestMode, (d) => d.fallback && log.warn(`ingest mode: ${d.wanted} asked for, ${d.mode} used`, { reason: d.fallback })) }, String);
+      const writer = new Writer(db, spool, createIngestMetrics({ defaults: false }), log, { maxAttempts: 1, attemptTimeoutMs: Math.max(30_000, config.writeTimeoutMs), concurrency: 1, mode: new IngestModeGate(db, config.ingestMode, logDecision(log)) }, String);
       const out: ReplayedFile[] = [];
       for (const q of files) {
         if (!withRecords.includes(q)) out.push({ file: q.name, intact: 0, committed: 0, duplicates: 0, skipped: 0, rows: 0, kept: [q.name], removed: false });

@@ -104,7 +104,7 @@ describe.each(timescaleTargets())('columnstore ingest on $name', (target) => {
     const said: { level: string; msg: string; fields: Record<string, unknown> }[] = [];
     const gw = await gateway(db, { ingestMode: 'columnstore', region: 'test-1' }, recordingLogger(said));
     try {
-      expect(said.find((l) => l.msg.startsWith('ingest mode'))).toMatchObject({ level: 'warn', msg: 'ingest mode: columnstore asked for, rowstore used', fields: { reason: decision.fallback } });
+      expect(said.find((l) => l.msg.startsWith('ingest mode'))).toMatchObject({ level: 'info', msg: 'ingest mode: columnstore asked for, rowstore used', fields: { reason: decision.fallback } });
       const r = await write(A.token, gw.url, `press,site=${A.code},cell=c0 temp=1 ${anchor - 5 * HOUR}\n`);
       expect(r.status).toBe(204);
       // Written, and to the row store: the chunk is not compressed.
