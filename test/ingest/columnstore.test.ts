@@ -3,8 +3,8 @@
 // hypertable with a continuous aggregate (before 2.24, PGlite's 2.23) the gateway says so and
 // writes to the row store; where it can (a server of 2.24 or later, or PGlite once the rollup is
 // dropped) rows land in compressed chunks, exactly once, read back row for row, late and out of
-// order ones too, behind the facility barrier, and tiering moves and recompresses such a chunk
-// without changing a row.
+// order ones too, behind the facility barrier; tiering moves and recompresses such a chunk without
+// changing a row, and the archive takes one and restores exactly its rows.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../src/db/migrate.ts';
 import type { Db } from '../../src/db/port.ts';
@@ -14,11 +14,17 @@ import { encodeTuples } from '../../src/ingest/copy-encode.ts';
 import { DIRECT_COMPRESS, decideIngestMode } from '../../src/ingest/ingest-mode.ts';
 import type { Logger } from '../../src/log.ts';
 import { silentLogger } from '../../src/log.ts';
+import { listEntries } from '../../src/backup/catalog.ts';
+import { runArchive } from '../../src/backup/job.ts';
+import { restoreArchive } from '../../src/backup/restore.ts';
+import { ArchiveStore } from '../../src/backup/s3.ts';
+import type { ArchiveSettings } from '../../src/backup/settings.ts';
 import { readChunks } from '../../src/tiering/catalog.ts';
 import { runTiering } from '../../src/tiering/job.ts';
 import { tierPolicy } from '../../src/tiering/policy.ts';
 import { tablespace, timescaleTargets, uniqueName } from '../support/databases.ts';
-import { gateway, post, stored } from '../support/gateway.ts';
+import { gateway, post, stored, tempDir } from '../support/gateway.ts';
+import { S3_CREDENTIALS, startS3 } from '../support/s3.ts';
 
 const HOUR = 3_600_000;
 const CHECKSUM = `count(*)::int AS n, md5(coalesce(string_agg(facility_id || ':' || series_id || ':' || time::text || ':' || value::text, ',' ORDER BY time, series_id, value), '')) AS sum`;
@@ -186,5 +192,37 @@ describe.each(timescaleTargets())('columnstore ingest on $name', (target) => {
     expect(direct.length).toBeGreaterThanOrEqual(3);
     for (const c of direct) expect(c).toMatchObject({ compressed: true, unordered: false, partial: false, tablespace: warm.name, compressedTablespace: warm.name });
     expect(await perChunk()).toEqual(before);
+  });
+
+  it('archives a chunk written compressed and restores every one of its rows', async () => {
+    const old = anchor - 20 * 30 * 24 * HOUR;
+    const gw = await gateway(db, { ingestMode: 'columnstore', region: 'test-1' });
+    try {
+      expect((await write(A.token, gw.url, lines(A, old, 90, 10_000, 'shuffled'))).status).toBe(204);
+    } finally {
+      await gw.stop();
+    }
+    const from = new Date(old - HOUR);
+    const to = new Date(old + 2 * HOUR);
+    const rows = `SELECT ${CHECKSUM} FROM %s WHERE time >= $1 AND time < $2`;
+    const archived = (await db.query<{ n: number; sum: string }>(rows.replace('%s', 'strata.metrics'), [from, to])).rows[0]!;
+    expect(archived.n).toBe(180);
+    expect((await readChunks(db)).find((c) => c.rangeStart.getTime() <= old && c.rangeEnd.getTime() > old)).toMatchObject({ compressed: true });
+    const s3 = await startS3(['columnstore-test-1']);
+    const settings: ArchiveSettings = { region: 'test-1', bucket: 'columnstore-test-1', prefix: 'strata', storageClass: 'STANDARD', objectLock: null, retention: '7 years', restoreTier: 'Standard', restoreDays: 1, workDir: tempDir('strata-work-'), endpoint: s3.endpoint, credentials: S3_CREDENTIALS };
+    const store = new ArchiveStore(settings);
+    try {
+      const r = await runArchive(db, store, silentLogger, { settings, policy: tierPolicy({}) });
+      expect(r.failures).toEqual([]);
+      expect((await listEntries(db)).map((e) => e.rows)).toEqual([180]);
+      expect((await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM strata.metrics WHERE time >= $1 AND time < $2`, [from, to])).rows[0]!.n).toBe(0);
+      await db.exec('CREATE SCHEMA IF NOT EXISTS restored');
+      const back = await restoreArchive(db, store, silentLogger, { settings, from, to, into: 'restored.columnstore' });
+      expect(back.failures).toEqual([]);
+      expect((await db.query<{ n: number; sum: string }>(rows.replace('%s', 'restored.columnstore'), [from, to])).rows[0]).toEqual(archived);
+    } finally {
+      store.close();
+      await s3.stop();
+    }
   });
 });
