@@ -10,12 +10,12 @@
 //
 // The URL is a superuser connection to a TimescaleDB server (2.24 or later for the columnstore mode
 // with the hourly rollup; the benchmark says which mode each database got). Two scratch databases are
-// created and dropped; a tablespace for the tiering step is made under the server's temporary directory.
+// created and dropped, and warm and cold tablespaces for the tiering step (support/tablespaces.ts).
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, chownSync, rmSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { migrate } from '../src/db/migrate.ts';
 import type { Db } from '../src/db/port.ts';
 import { addFacility } from '../src/facilities/registry.ts';
@@ -28,10 +28,9 @@ import { silentLogger } from '../src/log.ts';
 import { readChunks } from '../src/tiering/catalog.ts';
 import { runTiering } from '../src/tiering/job.ts';
 import { tierPolicy } from '../src/tiering/policy.ts';
-import pg from 'pg';
-import { parseArgs } from 'node:util';
 import { diskBytesPerRow, walPosition } from './support/baselines.ts';
 import { scratchDatabase, type Scratch } from './support/scratch.ts';
+import { benchTablespaces } from './support/tablespaces.ts';
 import { writeTable } from './support/table.ts';
 
 const { values } = parseArgs({
@@ -184,8 +183,7 @@ const results: Loaded[] = [];
 /** Reader roles the facilities created: cluster-wide, dropped with the scratch databases. */
 const roles: string[] = [];
 const scratches: Scratch[] = [];
-const spaceDirs = ['warm', 'cold'].map((t) => mkdtempSync(join(tmpdir(), `strata-modes-${t}-`)));
-const spaces = ['warm', 'cold'].map((t) => `modes_${t}_${process.pid}`);
+let spaces: Awaited<ReturnType<typeof benchTablespaces>> | null = null;
 try {
   for (const mode of ['rowstore', 'columnstore'] as const) {
     const scratch = await scratchDatabase(args.url, `strata_modes_${mode}`, W + 1);
@@ -200,13 +198,10 @@ try {
   const identicalAfterLoad = same(row.chunks, col.chunks);
   // Tiering on the columnstore database: every chunk becomes warm (moved, recompressed); rows unchanged.
   const colDb = scratches[1]!.db;
-  for (const [i, dir] of spaceDirs.entries()) {
-    if (process.getuid?.() === 0) chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
-    await colDb.exec(`CREATE TABLESPACE ${spaces[i]} LOCATION '${dir}'`);
-  }
-  const space = spaces[0]!;
+  spaces = await benchTablespaces(colDb, args.url, 'modes');
+  const space = spaces.warm;
   const t0 = performance.now();
-  await runTiering(colDb, silentLogger, { policy: tierPolicy({ warmTablespace: space, coldTablespace: spaces[1] }), at: new Date(end + 60 * 24 * HOUR) });
+  await runTiering(colDb, silentLogger, { policy: tierPolicy({ warmTablespace: space, coldTablespace: spaces.cold }), at: new Date(end + 60 * 24 * HOUR) });
   const tierSeconds = (performance.now() - t0) / 1000;
   const states = await readChunks(colDb);
   const warmAfter = states.filter((c) => c.tablespace === space && c.compressed && !c.unordered && !c.partial).length;
@@ -232,9 +227,5 @@ try {
   if (!identicalAfterLoad || !identicalAfterTiering) process.exitCode = 1;
 } finally {
   for (const s of scratches) await s.drop(roles).catch(() => {});
-  const admin = new pg.Client({ connectionString: args.url });
-  await admin.connect();
-  for (const t of spaces) await admin.query(`DROP TABLESPACE IF EXISTS ${t}`).catch(() => {});
-  await admin.end();
-  for (const d of spaceDirs) rmSync(d, { recursive: true, force: true });
+  for (const problem of (await spaces?.drop()) ?? []) process.stderr.write(`${problem}\n`);
 }
