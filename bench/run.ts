@@ -25,6 +25,8 @@ import { openDb } from '../src/db/open.ts';
 import type { Db } from '../src/db/port.ts';
 import { startGateway } from '../src/ingest/gateway.ts';
 import { silentLogger } from '../src/log.ts';
+import { runTiering } from '../src/tiering/job.ts';
+import { tierPolicy } from '../src/tiering/policy.ts';
 import { currentRows, diskBytesPerRow, runBaselines, walPosition, type BaselineResult } from './support/baselines.ts';
 import { startBouncer } from './support/bouncer.ts';
 import { benchFacilities } from './support/facilities.ts';
@@ -102,6 +104,8 @@ let versions: Record<string, string> = {};
 let bytesPerRow = 0;
 let walPerRow: number | null = null;
 let chunkStates = '';
+/** After the tiering job compacted the chunks written compressed (columnstore mode), as it does an hour after a chunk's end. */
+let compacted: { bytesPerRow: number; walBytesPerRow: number; seconds: number; chunks: number; exact: boolean } | null = null;
 let gatewayFigures: { cpuUsPerRow: number | null; peakRssMiB: number | null; where: string };
 const command = `npm run bench -- ${process.argv.slice(2).join(' ').replace(/postgres(ql)?:\/\/[^ ]+/g, '<url>')}`;
 
@@ -175,6 +179,7 @@ try {
         walPerRow = +(((await walPosition(db)) - wal0) / load.committedRows).toFixed(1);
         bytesPerRow = await diskBytesPerRow(db, load.committedRows);
         chunkStates = (await db.query<{ s: string }>(`SELECT string_agg(n || ' ' || s, ', ') AS s FROM (SELECT CASE WHEN NOT is_compressed THEN 'row store' ELSE 'compressed' END AS s, count(*) AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics' GROUP BY 1) x`)).rows[0]?.s ?? '';
+        compacted = await compactHot(db, load.committedRows);
       }
       if (values.baselines !== 'false' && !gatewayOnly) baselines = await runBaselines(db, scratch.url, await currentRows(db), work, say, values.baselines === 'psql' ? 'psql' : undefined);
     } finally {
@@ -192,6 +197,12 @@ try {
     `Workload: ${F} ${F === 1 ? 'facility' : 'facilities'} × ${(sets * fields).toLocaleString()} series (${sets.toLocaleString()} tag sets × ${shape}), precision ${precision}, ${workload.linesPerBatch}-line batches (${(workload.linesPerBatch * fields).toLocaleString()} metrics)${workload.gzip ? ', gzip' : ''}, ${clients} keep-alive collectors; gateway defaults (20,000 rows / 100 ms / 4 writers).`,
     '',
     ...(values['ingest-mode'] ? [`Ingest mode: STRATA_INGEST_MODE=${values['ingest-mode']}; chunks after the load: ${chunkStates || '—'}.`, ''] : []),
+    ...(compacted
+      ? [
+          `Hot compaction (the tiering job an hour after a chunk's end, STRATA_TIER_HOT_COMPACT_AFTER): ${compacted.chunks} chunk${compacted.chunks === 1 ? '' : 's'} recompressed in place in ${compacted.seconds.toFixed(1)} s (row counts and checksums read before and after included), ${compacted.walBytesPerRow} WAL bytes/row; **${compacted.bytesPerRow} bytes/row on disk after it**; rows and checksums unchanged: ${compacted.exact ? 'yes' : '**no**'}.`,
+          '',
+        ]
+      : []),
     '| method | fields/line | precision | rows | rows/s | × psql \\copy | WAL bytes/row | bytes/row on disk |',
     '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |',
     gatewayOnly
@@ -207,7 +218,11 @@ try {
   ];
   const name = `bench-${fields}f-${precision}${gatewayOnly ? '-gateway-only' : ''}${values['ingest-mode'] ? `-${values['ingest-mode']}` : ''}`;
   const target = values.embedded ? 'embedded PGlite' : values.testcontainers ? 'testcontainers' : 'url + PgBouncer (transaction)';
-  console.log(writeTable(values.out, name, command, versions, { target, ...workload, clients, chunkInterval: values['chunk-interval'], gatewayOnly, prebuilt: Number(values.prebuilt), ingestMode: values['ingest-mode'] ?? 'gateway default' }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow: gatewayOnly ? null : bytesPerRow, walBytesPerRow: walPerRow, chunks: chunkStates }));
+  console.log(writeTable(values.out, name, command, versions, { target, ...workload, clients, chunkInterval: values['chunk-interval'], gatewayOnly, prebuilt: Number(values.prebuilt), ingestMode: values['ingest-mode'] ?? 'gateway default' }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow: gatewayOnly ? null : bytesPerRow, walBytesPerRow: walPerRow, chunks: chunkStates, compacted }));
+  if (compacted && !compacted.exact) {
+    say('HOT COMPACTION CHANGED ROWS');
+    process.exitCode = 1;
+  }
   if (load!.lostRows !== 0) {
     say(`ROWS LOST: ${load!.lostRows}`);
     process.exitCode = 1;
@@ -228,4 +243,19 @@ async function countRows(db: Db): Promise<number> {
 async function serverVersions(db: Db): Promise<Record<string, string>> {
   const r = await db.query<{ v: string; t: string }>(`SELECT current_setting('server_version') AS v, (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb') AS t`);
   return { postgres: r.rows[0]!.v, timescaledb: r.rows[0]!.t };
+}
+
+/**
+ * Runs the tiering job at a clock an hour past the newest chunk's end, when every chunk written
+ * compressed is due for compaction (and none is due for warm); null when no chunk is compressed.
+ */
+async function compactHot(db: Db, rows: number): Promise<typeof compacted> {
+  const r = await db.query<{ end: Date | null; n: number }>(`SELECT max(range_end) AS end, count(*) FILTER (WHERE is_compressed)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics'`);
+  const { end, n } = r.rows[0]!;
+  if (!end || n === 0) return null;
+  const t0 = performance.now();
+  const wal0 = await walPosition(db);
+  const summary = await runTiering(db, silentLogger, { policy: tierPolicy({}), at: new Date(end.getTime() + 3_600_000) });
+  const walBytesPerRow = +(((await walPosition(db)) - wal0) / rows).toFixed(1);
+  return { bytesPerRow: await diskBytesPerRow(db, rows), walBytesPerRow, seconds: (performance.now() - t0) / 1000, chunks: summary.chunksDone, exact: summary.failures.length === 0 && summary.chunksDone === summary.chunksPlanned };
 }

@@ -36,6 +36,8 @@ const interval = z
 /** An age of data as a PostgreSQL interval of whole days, weeks, months or years ("18 months"). */
 export const AGE = /^\s*(\d+)\s*(days?|weeks?|months?|years?)\s*$/i;
 export const age = z.string().regex(AGE, 'must be a whole number of days, weeks, months or years, such as "30 days" or "18 months"');
+/** "N hours", "N days" or "off"; the default is also the example in the error. */
+const hoursOrDays = (dflt: string) => z.string().regex(/^\s*(?:\d+\s*(?:hours?|days?)|off)\s*$/i, `must be a whole number of hours or days, such as "${dflt}", or "off"`).default(dflt);
 const BUCKET = '[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]';
 const BUCKETS = new RegExp(`^\\s*[a-z0-9][a-z0-9-]{0,62}=${BUCKET}(\\s*,\\s*[a-z0-9][a-z0-9-]{0,62}=${BUCKET})*\\s*$`);
 const WINDOW = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/;
@@ -96,7 +98,8 @@ export const configSchema = z
     tierWarmAfter: age.default('30 days'),
     tierColdAfter: age.default('180 days'),
     archiveAfter: age.default('18 months'),
-    tierColdMerge: z.string().regex(/^\s*(?:\d+\s*(?:hours?|days?)|off)\s*$/i, 'must be a whole number of hours or days, such as "1 day", or "off"').default('1 day'),
+    tierColdMerge: hoursOrDays('1 day'),
+    tierHotCompactAfter: hoursOrDays('1 hour'),
     tierWindow: z.string().regex(WINDOW, 'must be HH:MM-HH:MM in UTC, such as "01:00-05:00"').optional(),
     tierSchedule: z.string().min(1).default('17 * * * *'),
     tierLockTimeoutMs: count(10).default(5_000),
@@ -168,6 +171,7 @@ export const ENV_NAMES: Record<Key, string> = {
   tierColdAfter: 'STRATA_TIER_COLD_AFTER',
   archiveAfter: 'STRATA_ARCHIVE_AFTER',
   tierColdMerge: 'STRATA_TIER_COLD_MERGE',
+  tierHotCompactAfter: 'STRATA_TIER_HOT_COMPACT_AFTER',
   tierWindow: 'STRATA_TIER_WINDOW',
   tierSchedule: 'STRATA_TIER_SCHEDULE',
   tierLockTimeoutMs: 'STRATA_TIER_LOCK_TIMEOUT_MS',

@@ -52,6 +52,7 @@ describe('configuration', () => {
       tierLockTimeoutMs: 5_000,
       workerListen: '127.0.0.1:9465',
       tierColdMerge: '1 day',
+      tierHotCompactAfter: '1 hour',
       archivePrefix: 'strata',
       archiveStorageClass: 'GLACIER',
       archiveObjectLock: 'off',
@@ -94,6 +95,7 @@ describe('configuration', () => {
         STRATA_TIER_COLD_AFTER: '6 months',
         STRATA_ARCHIVE_AFTER: '2 years',
         STRATA_TIER_COLD_MERGE: '12 hours',
+        STRATA_TIER_HOT_COMPACT_AFTER: 'off',
         STRATA_TIER_WINDOW: '01:00-05:00',
         STRATA_TIER_SCHEDULE: '*/10 * * * *',
         STRATA_TIER_LOCK_TIMEOUT_MS: '2000',
@@ -132,6 +134,7 @@ describe('configuration', () => {
       tierColdAfter: '6 months',
       archiveAfter: '2 years',
       tierColdMerge: '12 hours',
+      tierHotCompactAfter: 'off',
       tierWindow: '01:00-05:00',
       tierSchedule: '*/10 * * * *',
       tierLockTimeoutMs: 2_000,
@@ -161,6 +164,12 @@ describe('configuration', () => {
     const bad = () => loadConfig({ env: { STRATA_TIME_MAX_PAST: '0 years', STRATA_TIME_MAX_FUTURE: 'tomorrow' } });
     expect(bad).toThrow(/STRATA_TIME_MAX_PAST="0 years": must be a whole number of seconds, minutes, hours, days, weeks, months or years \(at least 1\)/);
     expect(bad).toThrow(/STRATA_TIME_MAX_FUTURE="tomorrow": must be a whole number of seconds, minutes, hours, days, weeks, months or years, such as/);
+  });
+
+  it('names a bad tier compaction or merge setting with its reason', () => {
+    const bad = () => loadConfig({ env: { STRATA_TIER_HOT_COMPACT_AFTER: '30 minutes', STRATA_TIER_COLD_MERGE: 'weekly' } });
+    expect(bad).toThrow(/STRATA_TIER_HOT_COMPACT_AFTER="30 minutes": must be a whole number of hours or days, such as "1 hour", or "off"/);
+    expect(bad).toThrow(/STRATA_TIER_COLD_MERGE="weekly": must be a whole number of hours or days, such as "1 day", or "off"/);
   });
 
   it('names each bad archive setting with its reason', () => {

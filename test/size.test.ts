@@ -9,7 +9,7 @@ import { size, type Measured } from '../src/sizing/size.ts';
 import { parseBytes } from '../src/units.ts';
 
 const figures = (over: Partial<Record<keyof Measured, number>> = {}): Measured => {
-  const v = { bytesPerRow: 50, indexBytesPerRow: 40, compressionRatio: 10, coldCompressionRatio: 10, archiveBytesPerRow: 5, walBytesPerRow: 100, columnstoreBytesPerRow: 20, columnstoreWalBytesPerRow: 40, gatewayCpuUsPerRow: 3, copyRowsPerStream: 300_000, ...over };
+  const v = { bytesPerRow: 50, indexBytesPerRow: 40, compressionRatio: 10, coldCompressionRatio: 10, archiveBytesPerRow: 5, walBytesPerRow: 100, columnstoreBytesPerRow: 20, columnstoreWalBytesPerRow: 40, columnstoreCompactedBytesPerRow: 5, columnstoreCompactionWalBytesPerRow: 7, gatewayCpuUsPerRow: 3, copyRowsPerStream: 300_000, ...over };
   return Object.fromEntries(Object.entries(v).map(([k, value]) => [k, { value, source: 'test' }])) as unknown as Measured;
 };
 const input = { rate: 500_000, facilities: 50, seriesPerFacility: 1_000, memoryBytes: 512 * 1024 ** 3, hotDays: 30, warmDays: 150, coldDays: 365, archiveYears: 7, ingestMode: 'rowstore' as const };
@@ -39,11 +39,13 @@ describe('strata size', () => {
     expect(r.archive).toEqual({ objectsPerYear: 365, objects: 2_555 });
   });
 
-  it('sizes the hot tier and the WAL from the columnstore figures when the gateways write compressed', () => {
+  it('sizes the hot tier and the WAL from the columnstore figures when the gateways write compressed: compacted but for the newest chunk and two hours', () => {
     const r = size({ ...input, ingestMode: 'columnstore' }, figures());
-    expect(r.tiers[0]).toMatchObject({ name: 'hot (compressed)', bytes: 43.2e9 * 30 * 20 });
+    // 1-hour chunks: 3 hours of rows (500k/s) as written (20 bytes), the rest compacted (5 bytes).
+    expect(r.tiers[0]).toMatchObject({ name: 'hot (compressed)', bytes: 43.2e9 * 30 * 5 + 500_000 * 3 * 3_600 * (20 - 5) });
     expect(r.tiers.slice(1).map((t) => t.bytes)).toEqual(size(input, figures()).tiers.slice(1).map((t) => t.bytes));
-    expect(r.walBytesPerDay).toBe(43.2e9 * 40);
+    // WAL: the write's and the compaction's.
+    expect(r.walBytesPerDay).toBe(43.2e9 * (40 + 7));
   });
 
   it('warns when even one-minute chunks outgrow a quarter of memory', () => {
@@ -53,14 +55,14 @@ describe('strata size', () => {
 
   it('labels every figure with its source: a results file when measured, an assumption otherwise', () => {
     const empty = measuredFigures(mkdtempSync(join(tmpdir(), 'strata-results-')));
-    expect(Object.values(empty).every((f) => /^(as warm: |as the row store: )?assumed: /.test(f.source))).toBe(true);
+    expect(Object.values(empty).every((f) => /^(as warm: |as the row store: |as written \(no compaction measured\): as the row store: )?assumed: /.test(f.source))).toBe(true);
     const dir = mkdtempSync(join(tmpdir(), 'strata-results-'));
     writeFileSync(join(dir, 'storage.json'), JSON.stringify({ date: '2026-11-21T10:00:00Z', results: { bytesPerRow: 61.5, indexBytesPerRow: 33, compressionRatio: 12.5, walBytesPerRow: 90 } }));
     writeFileSync(join(dir, 'ingest-gateway.json'), JSON.stringify({ results: [{ method: 'a', batchRows: 1000, batchAgeMs: 20, writers: 2, gatewayCpuUsPerRow: 3.6 }, { method: 'b', batchRows: 20000, batchAgeMs: 100, writers: 4, gatewayCpuUsPerRow: 3.2 }] }));
     writeFileSync(join(dir, 'copy-paths.json'), JSON.stringify({ results: [{ method: 'port COPY binary', rowsPerSecond: 320_000 }, { method: 'port COPY binary', rowsPerSecond: 342_000 }] }));
     writeFileSync(join(dir, 'compression.json'), JSON.stringify({ results: [{ variant: 1, ratio: 12.5 }, { variant: 10, ratio: 20 }, { variant: 12, ratio: 18.5 }] }));
     writeFileSync(join(dir, 'archive.json'), JSON.stringify({ results: { bytesPerRow: 4.1 } }));
-    writeFileSync(join(dir, 'bench-10f-ns-columnstore.json'), JSON.stringify({ date: '2026-12-02T19:00:00Z', results: { bytesPerRow: 21.5, walBytesPerRow: 44 } }));
+    writeFileSync(join(dir, 'bench-10f-ns-columnstore.json'), JSON.stringify({ date: '2026-12-02T19:00:00Z', results: { bytesPerRow: 21.5, walBytesPerRow: 44, compacted: { bytesPerRow: 6.2, walBytesPerRow: 7 } } }));
     const m = measuredFigures(dir);
     expect(Object.fromEntries(Object.entries(m).map(([k, f]) => [k, f.value]))).toEqual({
       bytesPerRow: 61.5,
@@ -71,6 +73,8 @@ describe('strata size', () => {
       walBytesPerRow: 90,
       columnstoreBytesPerRow: 21.5,
       columnstoreWalBytesPerRow: 44,
+      columnstoreCompactedBytesPerRow: 6.2,
+      columnstoreCompactionWalBytesPerRow: 7,
       gatewayCpuUsPerRow: 3.2,
       copyRowsPerStream: 342_000,
     });

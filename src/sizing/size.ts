@@ -23,6 +23,9 @@ export interface Measured {
   /** With STRATA_INGEST_MODE=columnstore: bytes on disk and WAL per row of rows written compressed (the harness's design workload). */
   columnstoreBytesPerRow: Figure;
   columnstoreWalBytesPerRow: Figure;
+  /** …and after the tiering worker compacted them (STRATA_TIER_HOT_COMPACT_AFTER): bytes on disk, and the WAL the compaction writes. */
+  columnstoreCompactedBytesPerRow: Figure;
+  columnstoreCompactionWalBytesPerRow: Figure;
   /** Gateway CPU per metric, µs. */
   gatewayCpuUsPerRow: Figure;
   /** Rows/s one binary COPY stream sustains. */
@@ -72,19 +75,23 @@ export function size(input: SizeInput, m: Measured): SizeReport {
   const perRow = m.bytesPerRow.value;
   const ratio = m.compressionRatio.value;
   const columnstore = input.ingestMode === 'columnstore';
-  const tiers = [
-    columnstore
-      ? { name: 'hot (compressed)', days: input.hotDays, bytes: rowsPerDay * input.hotDays * m.columnstoreBytesPerRow.value, note: 'default tablespace; written compressed, STRATA_INGEST_MODE=columnstore' }
-      : { name: 'hot (uncompressed)', days: input.hotDays, bytes: rowsPerDay * input.hotDays * perRow, note: 'default tablespace' },
-    { name: 'warm (compressed)', days: input.warmDays, bytes: (rowsPerDay * input.warmDays * perRow) / ratio, note: 'warm_data' },
-    { name: 'cold (compressed)', days: input.coldDays, bytes: (rowsPerDay * input.coldDays * perRow) / m.coldCompressionRatio.value, note: 'cold_data, merged per day and recompressed' },
-    { name: 'archive (S3 Glacier)', days: input.archiveYears * 365, bytes: rowsPerDay * input.archiveYears * 365 * m.archiveBytesPerRow.value, note: 'tar.gz of CSV per chunk, kept in S3' },
-  ];
   // Timescale's rule: the indexes of the chunks being written fit in 25% of memory.
   const limitBytes = input.memoryBytes * 0.25;
   const perSecond = input.rate * m.indexBytesPerRow.value;
   const fitting = CANDIDATES.filter(([s]) => s * perSecond <= limitBytes);
   const [seconds, text] = fitting.at(-1) ?? CANDIDATES[0]!;
+  // Written compressed, a chunk is compacted by the first hourly tiering run an hour after its end:
+  // the newest chunk interval plus up to two hours stay as written, the rest compacted.
+  const asWrittenRows = Math.min(rowsPerDay * input.hotDays, input.rate * (seconds + 2 * 3_600));
+  const compactedHot = rowsPerDay * input.hotDays * m.columnstoreCompactedBytesPerRow.value + asWrittenRows * Math.max(0, m.columnstoreBytesPerRow.value - m.columnstoreCompactedBytesPerRow.value);
+  const tiers = [
+    columnstore
+      ? { name: 'hot (compressed)', days: input.hotDays, bytes: compactedHot, note: 'default tablespace; written compressed (STRATA_INGEST_MODE=columnstore), compacted an hour after each chunk ends' }
+      : { name: 'hot (uncompressed)', days: input.hotDays, bytes: rowsPerDay * input.hotDays * perRow, note: 'default tablespace' },
+    { name: 'warm (compressed)', days: input.warmDays, bytes: (rowsPerDay * input.warmDays * perRow) / ratio, note: 'warm_data' },
+    { name: 'cold (compressed)', days: input.coldDays, bytes: (rowsPerDay * input.coldDays * perRow) / m.coldCompressionRatio.value, note: 'cold_data, merged per day and recompressed' },
+    { name: 'archive (S3 Glacier)', days: input.archiveYears * 365, bytes: rowsPerDay * input.archiveYears * 365 * m.archiveBytesPerRow.value, note: 'tar.gz of CSV per chunk, kept in S3' },
+  ];
   const cores = (input.rate * m.gatewayCpuUsPerRow.value) / 1e6;
   const processes = Math.max(1, Math.ceil(cores / GATEWAY_UTILISATION));
   const streams = Math.max(1, Math.ceil(input.rate / (m.copyRowsPerStream.value * STREAM_UTILISATION)));
@@ -99,7 +106,7 @@ export function size(input: SizeInput, m: Measured): SizeReport {
     series: input.facilities * input.seriesPerFacility,
     tiers,
     chunkInterval: { seconds, text, indexBytes: seconds * perSecond, limitBytes, fits: fitting.length > 0 },
-    walBytesPerDay: rowsPerDay * (columnstore ? m.columnstoreWalBytesPerRow : m.walBytesPerRow).value,
+    walBytesPerDay: rowsPerDay * (columnstore ? m.columnstoreWalBytesPerRow.value + m.columnstoreCompactionWalBytesPerRow.value : m.walBytesPerRow.value),
     gateway: { cores, processes },
     // Each gateway process also keeps two connections for the series catalog and its replayer; all
     // of them share PgBouncer's pool of the gateway's user and database.
@@ -134,7 +141,10 @@ export function formatSize(r: SizeReport): string {
     `  cold compression ratio ${m.coldCompressionRatio.value}:1  (${m.coldCompressionRatio.source})`,
     `  archive bytes per row  ${m.archiveBytesPerRow.value}  (${m.archiveBytesPerRow.source})`,
     ...(r.input.ingestMode === 'columnstore'
-      ? [`  hot bytes per row      ${m.columnstoreBytesPerRow.value}  (written compressed; ${m.columnstoreBytesPerRow.source})`, `  WAL bytes per row      ${m.columnstoreWalBytesPerRow.value}  (written compressed; ${m.columnstoreWalBytesPerRow.source})`]
+      ? [
+          `  hot bytes per row      ${m.columnstoreCompactedBytesPerRow.value} compacted, ${m.columnstoreBytesPerRow.value} as written  (${m.columnstoreCompactedBytesPerRow.source}; ${m.columnstoreBytesPerRow.source})`,
+          `  WAL bytes per row      ${m.columnstoreWalBytesPerRow.value} written compressed + ${m.columnstoreCompactionWalBytesPerRow.value} compaction  (${m.columnstoreWalBytesPerRow.source}; ${m.columnstoreCompactionWalBytesPerRow.source})`,
+        ]
       : [`  WAL bytes per row      ${m.walBytesPerRow.value}  (${m.walBytesPerRow.source})`]),
     `  gateway CPU µs/metric  ${m.gatewayCpuUsPerRow.value}  (${m.gatewayCpuUsPerRow.source})`,
     `  rows/s per COPY stream ${n(m.copyRowsPerStream.value)}  (${m.copyRowsPerStream.source})`,

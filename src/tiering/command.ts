@@ -41,7 +41,7 @@ export function formatPlan(p: Plan, warnings: string[]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const t = p.totals;
   return [
-    `boundaries: warm ≤ ${day(p.boundaries.warm)}, cold ≤ ${day(p.boundaries.cold)}, archive ≤ ${day(p.boundaries.archive)} (a chunk belongs to a tier once its range ends by then)`,
+    `boundaries: warm ≤ ${day(p.boundaries.warm)}, cold ≤ ${day(p.boundaries.cold)}, archive ≤ ${day(p.boundaries.archive)} (a chunk belongs to a tier once its range ends by then); hot compaction ${p.boundaries.compact ? `≤ ${day(p.boundaries.compact)}` : 'off'}`,
     '',
     ...rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()),
     '',

@@ -23,7 +23,7 @@ import { HYPERTABLE, readChunk, readChunks } from './catalog.ts';
 import { LockLost, backendOf, sessionLocks, type LockSource } from '../jobs/lock.ts';
 import { withLockTimeout } from './lock-timeout.ts';
 import type { TierMetrics } from './metrics.ts';
-import { plan as makePlan, stepsFor, targetTier, type Plan } from './plan.ts';
+import { compactDue, plan as makePlan, stepsFor, targetTier, type Plan } from './plan.ts';
 import { boundaries, type TierPolicy } from './policy.ts';
 import { chunkContent, describeStep, largestBatch, mergeChunks, reorderIndex, runStep, type Content } from './steps.ts';
 import type { Merge, Step } from './types.ts';
@@ -233,9 +233,10 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
       if (!state) return 'done'; // dropped meanwhile (archived): nothing to do
       summary.bytesBefore += state.bytes;
       const target = targetTier(state.rangeEnd, b);
+      const compact = compactDue(state.rangeEnd, b);
       const before: Content | null = o.verify === false ? null : await chunkContent(db, hypertable, state.rangeStart, state.rangeEnd);
       for (let round = 0; round < MAX_ROUNDS; round++) {
-        const step = stepsFor(state, target, o.policy)[0];
+        const step = stepsFor(state, target, o.policy, compact)[0];
         if (!step) break;
         if (round > 0 && shouldStop() === 'max-duration') return 'failed';
         if (round > 0 && (await betweenSteps())) return 'stop';
@@ -275,7 +276,7 @@ export async function runTiering(db: Queryable, log: Logger, o: RunOptions): Pro
         if (!next) return 'done';
         state = next;
       }
-      if (stepsFor(state, target, o.policy).length > 0) {
+      if (stepsFor(state, target, o.policy, compact).length > 0) {
         summary.failures.push({ chunk, step: 'converge', error: `still not in its ${target} state after ${MAX_ROUNDS} steps` });
         return 'failed';
       }

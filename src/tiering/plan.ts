@@ -27,10 +27,11 @@ export function currentTier(c: ChunkState, policy: TierPolicy): Tier {
  * an uncompressed chunk is first moved (a rewrite in index order, which also makes compression
  * cheaper), then compressed; a compressed chunk anywhere else is moved with its compressed chunk,
  * and recompressed if it is partial or unordered (written compressed by the columnstore ingest).
- * A hot chunk written compressed stays as it is.
+ * A hot chunk written compressed stays where it is; once due for compaction (`compact`, see
+ * compactDue) it is compacted there if partial or unordered. A hot row-store chunk is never touched.
  */
-export function stepsFor(c: ChunkState, target: Tier, policy: TierPolicy): Step[] {
-  if (target === 'hot') return [];
+export function stepsFor(c: ChunkState, target: Tier, policy: TierPolicy, compact = false): Step[] {
+  if (target === 'hot') return compact && c.compressed && (c.partial || c.unordered) ? [{ kind: 'compact' }] : [];
   const ts = target === 'warm' ? policy.warmTablespace : policy.coldTablespace;
   const steps: Step[] = [];
   if (!c.compressed) {
@@ -67,9 +68,12 @@ export function mergesFor(plans: readonly ChunkPlan[], policy: TierPolicy): Merg
   return merges;
 }
 
+/** Whether a hot chunk's range ended long enough ago to be compacted (STRATA_TIER_HOT_COMPACT_AFTER). */
+export const compactDue = (rangeEnd: Date, b: Boundaries): boolean => b.compact !== null && rangeEnd.getTime() <= b.compact.getTime();
+
 export function planChunk(c: ChunkState, b: Boundaries, policy: TierPolicy): ChunkPlan {
   const target = targetTier(c.rangeEnd, b);
-  return { chunk: c, current: currentTier(c, policy), target, archiveDue: c.rangeEnd.getTime() <= b.archive.getTime(), steps: stepsFor(c, target, policy) };
+  return { chunk: c, current: currentTier(c, policy), target, archiveDue: c.rangeEnd.getTime() <= b.archive.getTime(), steps: stepsFor(c, target, policy, compactDue(c.rangeEnd, b)) };
 }
 
 /** Bytes before ÷ after compression over the compressed chunks given; null when there are none. */

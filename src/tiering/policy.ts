@@ -9,6 +9,13 @@ import type { Boundaries } from './types.ts';
 
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
 const MERGE = /^\s*(?:(\d+)\s*(hours?|days?)|off)\s*$/i;
+const HOURS_OR_DAYS = 'must be a whole number of hours or days, such as "1 day", or "off"';
+
+/** A "N hours|days" text as a PostgreSQL interval, or null for "off". */
+function unitInterval(text: string): string | null {
+  const m = MERGE.exec(text);
+  return m && m[1] ? `${m[1]} ${m[2]}` : null;
+}
 
 /** The merge unit in ms, or null when merging is off. */
 export function mergeUnitMs(policy: TierPolicy): number | null {
@@ -26,7 +33,12 @@ export const tierPolicySchema = z
     /** …and due for the archive (S3) after this. */
     archiveAfter: age.default('18 months'),
     /** Adjacent cold chunks within this unit ("1 day", "12 hours") are merged and recompressed; "off" never. */
-    coldMerge: z.string().regex(MERGE, 'must be a whole number of hours or days, such as "1 day", or "off"').default('1 day'),
+    coldMerge: z.string().regex(MERGE, HOURS_OR_DAYS).default('1 day'),
+    /**
+     * A hot chunk written compressed (columnstore ingest) is recompressed in place, in full batches,
+     * once its range ended this long ago ("off": only on its way to warm).
+     */
+    hotCompactAfter: z.string().regex(MERGE, HOURS_OR_DAYS).default('1 hour'),
     warmTablespace: z.string().regex(IDENT).default('warm_data'),
     coldTablespace: z.string().regex(IDENT).default('cold_data'),
   })
@@ -55,20 +67,20 @@ export function tierPolicy(input: Partial<TierPolicy>): TierPolicy {
 
 /** The boundaries now, by the database's clock (or at `at`, for a plan of the future or a test). */
 export async function boundaries(db: Queryable, policy: TierPolicy, at?: Date): Promise<Boundaries> {
-  const r = await db.query<{ warm: Date; cold: Date; archive: Date }>(
-    `SELECT t - $1::interval AS warm, t - $2::interval AS cold, t - $3::interval AS archive
+  const r = await db.query<{ warm: Date; cold: Date; archive: Date; compact: Date | null }>(
+    `SELECT t - $1::interval AS warm, t - $2::interval AS cold, t - $3::interval AS archive, t - $5::interval AS compact
        FROM (SELECT coalesce($4::timestamptz, now()) AS t) n`,
-    [policy.warmAfter, policy.coldAfter, policy.archiveAfter, at ?? null],
+    [policy.warmAfter, policy.coldAfter, policy.archiveAfter, at ?? null, unitInterval(policy.hotCompactAfter)],
   );
   return r.rows[0]!;
 }
 
 /** The policy the configuration names (STRATA_TIER_*, STRATA_ARCHIVE_AFTER, STRATA_WARM/COLD_TABLESPACE). */
-export function policyFromConfig(c: { tierWarmAfter: string; tierColdAfter: string; archiveAfter: string; tierColdMerge?: string; warmTablespace?: string | undefined; coldTablespace?: string | undefined }): TierPolicy {
+export function policyFromConfig(c: { tierWarmAfter: string; tierColdAfter: string; archiveAfter: string; tierColdMerge?: string; tierHotCompactAfter?: string; warmTablespace?: string | undefined; coldTablespace?: string | undefined }): TierPolicy {
   try {
     return fromConfig(c);
   } catch (err) {
-    throw new ConfigError([`STRATA_TIER_WARM_AFTER, STRATA_TIER_COLD_AFTER, STRATA_ARCHIVE_AFTER, STRATA_TIER_COLD_MERGE, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE: ${(err as Error).message}`]);
+    throw new ConfigError([`STRATA_TIER_WARM_AFTER, STRATA_TIER_COLD_AFTER, STRATA_ARCHIVE_AFTER, STRATA_TIER_COLD_MERGE, STRATA_TIER_HOT_COMPACT_AFTER, STRATA_WARM_TABLESPACE, STRATA_COLD_TABLESPACE: ${(err as Error).message}`]);
   }
 }
 
@@ -78,6 +90,7 @@ function fromConfig(c: Parameters<typeof policyFromConfig>[0]): TierPolicy {
     coldAfter: c.tierColdAfter,
     archiveAfter: c.archiveAfter,
     ...(c.tierColdMerge ? { coldMerge: c.tierColdMerge } : {}),
+    ...(c.tierHotCompactAfter ? { hotCompactAfter: c.tierHotCompactAfter } : {}),
     ...(c.warmTablespace ? { warmTablespace: c.warmTablespace } : {}),
     ...(c.coldTablespace ? { coldTablespace: c.coldTablespace } : {}),
   });

@@ -1,5 +1,6 @@
 // Glossary
-//   tier        where a chunk belongs by age: hot (default tablespace, row store), warm (warm
+//   tier        where a chunk belongs by age: hot (default tablespace, row store or written
+//               compressed by the columnstore ingest), warm (warm
 //               tablespace, compressed), cold (cold tablespace, compressed with the cold settings).
 //   boundary    the instant a tier starts: a chunk is in a tier once its whole range (range_end) is
 //               older than the boundary; a chunk straddling a boundary stays in the newer tier.
@@ -8,12 +9,15 @@
 //   step        one idempotent action on one chunk: move (uncompressed chunk, reordered by the
 //               hypertable's time index), compress, move-compressed (the chunk and its internal
 //               compressed chunk together), recompress (a partial chunk: decompressed and compressed
-//               again, so its rows are re-batched); or on adjacent cold chunks: merge.
+//               again, so its rows are re-batched), compact (a hot chunk written compressed: recompressed
+//               in memory, compress_chunk(recompress => true), never decompressed to the row store);
+//               or on adjacent cold chunks: merge.
 //   partial     a compressed chunk holding rows outside its compressed batches (late rows), or whose
 //               batches come from several chunks (after a merge): recompressing re-batches them.
 //   unordered   a compressed chunk whose batches overlap in time: written compressed by the
 //               columnstore ingest (STRATA_INGEST_MODE), one small batch per series and COPY;
-//               recompressing it on the way to warm gives full batches.
+//               recompressing it gives full batches: in place once its range ended an hour ago
+//               (compaction, STRATA_TIER_HOT_COMPACT_AFTER), else on the way to warm.
 //   merge       adjacent settled cold chunks within one merge unit (STRATA_TIER_COLD_MERGE, a day by
 //               default) become one chunk, then are recompressed: fuller batches per series, the
 //               strongest compression TimescaleDB offers (bench/results/compression.md).
@@ -22,7 +26,7 @@
 
 export type Tier = 'hot' | 'warm' | 'cold';
 
-export type StepKind = 'move' | 'compress' | 'move-compressed' | 'recompress' | 'merge';
+export type StepKind = 'move' | 'compress' | 'move-compressed' | 'recompress' | 'compact' | 'merge';
 
 /** A chunk as the catalog shows it now. */
 export interface ChunkState {
@@ -73,4 +77,6 @@ export interface Boundaries {
   warm: Date;
   cold: Date;
   archive: Date;
+  /** Hot chunks written compressed and ending at or before this are recompressed in place; null = never (STRATA_TIER_HOT_COMPACT_AFTER=off). */
+  compact: Date | null;
 }

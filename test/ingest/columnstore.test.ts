@@ -179,6 +179,43 @@ describe.each(timescaleTargets())('columnstore ingest on $name', (target) => {
     expect(plan).toMatch(/facility_id = ANY/);
   });
 
+  it('compacts the hot chunks written compressed once their hour is an hour past, in place, one full batch per series, every row unchanged', async () => {
+    const before = await perChunk();
+    /** Compressed batches and segments (facility, series) of a chunk: fully compacted, one batch per segment (each holds under 1,000 rows here). */
+    const batches = async (chunk: string) => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${await compressedOf(chunk)}`)).rows[0]!.n;
+    const compressedOf = async (chunk: string) =>
+      (await db.query<{ c: string }>(
+        `SELECT format('%I.%I', cc.schema_name, cc.table_name) AS c FROM _timescaledb_catalog.chunk ch JOIN _timescaledb_catalog.chunk cc ON cc.id = ch.compressed_chunk_id WHERE format('%I.%I', ch.schema_name, ch.table_name) = $1`,
+        [chunk],
+      )).rows[0]!.c;
+    const segments = async (chunk: string) => (await db.query<{ n: number }>(`SELECT count(DISTINCT (facility_id, series_id))::int AS n FROM ${chunk}`)).rows[0]!.n;
+    const written = new Map<string, number>();
+    for (const c of await readChunks(db)) if (c.chunk !== rowstoreChunk) written.set(c.chunk, await batches(c.chunk));
+    // At half past the hour after the last hour written: the chunks ending by then minus an hour are due.
+    const at = new Date(anchor + 2 * HOUR + 30 * 60_000);
+    const summary = await runTiering(db, silentLogger, { policy: tierPolicy({}), at });
+    expect(summary.failures).toEqual([]);
+    const after = await readChunks(db);
+    const due = after.filter((c) => c.chunk !== rowstoreChunk && c.rangeEnd.getTime() <= at.getTime() - HOUR);
+    const open = after.filter((c) => c.chunk !== rowstoreChunk && c.rangeEnd.getTime() > at.getTime() - HOUR);
+    expect(due.length).toBeGreaterThanOrEqual(2);
+    expect(open.length).toBe(1);
+    // Written as small batches (one per series and COPY), now one full batch per series.
+    let batchesWritten = 0;
+    let segmentsDue = 0;
+    for (const c of due) {
+      expect(c).toMatchObject({ compressed: true, unordered: false, partial: false, tablespace: null });
+      batchesWritten += written.get(c.chunk)!;
+      segmentsDue += await segments(c.chunk);
+      expect(await batches(c.chunk)).toBe(await segments(c.chunk));
+    }
+    expect(batchesWritten).toBeGreaterThan(segmentsDue);
+    // The hour still open to late rows stays as written; a row-store chunk is never compressed here.
+    expect(open[0]).toMatchObject({ compressed: true, unordered: true });
+    if (rowstoreChunk) expect(after.find((c) => c.chunk === rowstoreChunk)).toMatchObject({ compressed: false });
+    expect(await perChunk()).toEqual(before);
+  });
+
   it('moves a chunk written compressed to warm and recompresses it, every row unchanged', async () => {
     const warm = await tablespace(db, url, 'warm_data');
     const cold = await tablespace(db, url, 'cold_data');
@@ -191,6 +228,8 @@ describe.each(timescaleTargets())('columnstore ingest on $name', (target) => {
     const direct = after.filter((c) => c.chunk !== rowstoreChunk);
     expect(direct.length).toBeGreaterThanOrEqual(3);
     for (const c of direct) expect(c).toMatchObject({ compressed: true, unordered: false, partial: false, tablespace: warm.name, compressedTablespace: warm.name });
+    // The chunk still as written until now (the open hour above) was recompressed on its way.
+    expect(direct.filter((c) => c.rangeEnd.getTime() === anchor + 2 * HOUR)).toHaveLength(1);
     expect(await perChunk()).toEqual(before);
   });
 

@@ -1,5 +1,6 @@
 // The tier plan at its boundaries: a chunk belongs to a tier once its whole range is older than the
-// boundary (a chunk straddling one stays in the newer tier), hot chunks get no steps, and every
+// boundary (a chunk straddling one stays in the newer tier), hot chunks get no steps but the
+// compaction of chunks written compressed, and every
 // state a chunk can be in gets the steps that lead to its tier's state.
 import { describe, expect, it } from 'vitest';
 import { parseWindow, inWindow } from '../../src/tiering/window.ts';
@@ -9,7 +10,7 @@ import type { Boundaries, ChunkState } from '../../src/tiering/types.ts';
 
 const policy = tierPolicy({});
 const at = (iso: string) => new Date(iso);
-const b: Boundaries = { warm: at('2026-10-22T00:00:00Z'), cold: at('2026-05-25T00:00:00Z'), archive: at('2025-05-21T00:00:00Z') };
+const b: Boundaries = { warm: at('2026-10-22T00:00:00Z'), cold: at('2026-05-25T00:00:00Z'), archive: at('2025-05-21T00:00:00Z'), compact: at('2026-11-21T00:00:00Z') };
 const DAY = 86_400_000;
 
 function chunk(start: Date, end: Date, o: Partial<ChunkState> = {}): ChunkState {
@@ -35,7 +36,7 @@ describe('tier of a chunk', () => {
     expect(planChunk(chunk(new Date(b.archive.getTime() - 2 * DAY), b.archive), b, policy).archiveDue).toBe(true);
   });
 
-  it('never plans a step for a hot chunk, whatever its state', () => {
+  it('never plans a step for a hot chunk that was not written compressed, whatever its state', () => {
     const hot = [chunk(b.warm, new Date(b.warm.getTime() + DAY)), chunk(b.warm, new Date(b.warm.getTime() + DAY), { compressed: true, tablespace: 'cold_data', compressedTablespace: null })];
     for (const c of hot) expect(planChunk(c, b, policy).steps).toEqual([]);
   });
@@ -59,9 +60,19 @@ describe('steps to a tier', () => {
     expect(stepsFor(old({ compressed: true, partial: true, tablespace: 'cold_data', compressedTablespace: 'cold_data' }), 'cold', policy)).toEqual([{ kind: 'recompress' }]);
     expect(stepsFor(old({ compressed: true, partial: true, tablespace: 'warm_data', compressedTablespace: 'warm_data' }), 'cold', policy)).toEqual([{ kind: 'move-compressed', tablespace: 'cold_data' }, { kind: 'recompress' }]);
   });
-  it('leaves a chunk written compressed (columnstore ingest) in hot, and moves and recompresses it on the way to warm', () => {
+  it('compacts a chunk written compressed (columnstore ingest) in hot once its range ended by the compaction boundary, and moves and recompresses it on the way to warm', () => {
     const direct = { compressed: true, unordered: true, tablespace: null, compressedTablespace: null };
-    expect(planChunk(chunk(b.warm, new Date(b.warm.getTime() + DAY), direct), b, policy)).toMatchObject({ current: 'hot', target: 'hot', steps: [] });
+    const H = 3_600_000;
+    const endingAt = (end: number, o: Partial<ChunkState>) => chunk(new Date(end - H), new Date(end), o);
+    const due = b.compact!.getTime();
+    expect(planChunk(endingAt(due, direct), b, policy)).toMatchObject({ current: 'hot', target: 'hot', steps: [{ kind: 'compact' }] });
+    expect(planChunk(endingAt(due, { ...direct, unordered: false, partial: true }), b, policy).steps).toEqual([{ kind: 'compact' }]);
+    // Still open to writes (ends after the boundary), already compacted, or compaction off: left alone.
+    expect(planChunk(endingAt(due + 1, direct), b, policy).steps).toEqual([]);
+    expect(planChunk(endingAt(due, { ...direct, unordered: false }), b, policy).steps).toEqual([]);
+    expect(planChunk(endingAt(due, direct), { ...b, compact: null }, policy).steps).toEqual([]);
+    // A hot row-store chunk (rowstore mode) is never compressed by compaction.
+    expect(planChunk(endingAt(due, {}), b, policy).steps).toEqual([]);
     expect(stepsFor(old(direct), 'warm', policy)).toEqual([{ kind: 'move-compressed', tablespace: 'warm_data' }, { kind: 'recompress' }]);
   });
 });
