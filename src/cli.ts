@@ -12,8 +12,7 @@ import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { runDev } from './dev.ts';
 import { StrataError, UsageError, errorText } from './errors.ts';
-import { grantFacility, revokeFacility } from './facilities/grants.ts';
-import { addFacility, listFacilities } from './facilities/registry.ts';
+import { auditCommand, facilityCommand } from './facilities/command.ts';
 import { createLogger, type Logger } from './log.ts';
 import { gatewayProcessCount, serveProcesses } from './serve-processes.ts';
 import { sizeCommand } from './sizing/command.ts';
@@ -46,6 +45,14 @@ commands:
                                     what a region needs, from the measured benchmark figures
   facility grant <role> <facility>  let a database role read a facility through strata.facility_metrics
   facility revoke <role> <facility> take that back
+  facility rotate-token <code> [--grace 10m] [--json]
+                                    a new ingest token, printed once; the old one works for the grace period only
+  facility revoke-token <code>      no token of the facility works any more (until rotate-token)
+  facility disable|enable <code>    refuse (403) or accept again the facility's writes
+  facility remove <code> [--keep-data | --delete-data]
+                                    tokens, grants and reader role go; with data, one of the options is required
+  audit [--since <time or 24h>] [--facility <code>] [--json]
+                                    admin actions: when, database role, OS user, action, facility
   tier plan [--at <time>] [--json]  per chunk: range, size, tier and state, and the steps to its target tier
   tier run [--max-chunks <n>] [--max-duration 30m] [--window HH:MM-HH:MM] [--no-verify] [--json]
                                     move and compress chunks hot → warm → cold, one step at a time, journaled
@@ -119,7 +126,7 @@ async function withAdminDb<T>(config: Config, purpose: string, log: Logger, fn: 
  */
 function readOnlyCommand(command: string, args: string[]): boolean {
   const sub = args[0];
-  return command === 'status' || (command === 'facility' && sub === 'list') || (command === 'tier' && sub === 'plan') || (command === 'archive' && (sub === 'plan' || sub === 'list'));
+  return command === 'status' || command === 'audit' || (command === 'facility' && sub === 'list') || (command === 'tier' && sub === 'plan') || (command === 'archive' && (sub === 'plan' || sub === 'list'));
 }
 
 /** The embedded directory an admin command would open: STRATA_ADMIN_DATABASE_URL's, or strata dev's when that is unset. */
@@ -131,66 +138,6 @@ function adminEmbeddedDir(config: Config): string | undefined {
 /** argv for another process: a relative --config file resolved from here. */
 function portableArgv(argv: string[]): string[] {
   return argv.map((a, i) => (argv[i - 1] === '--config' ? resolve(a) : a.startsWith('--config=') ? `--config=${resolve(a.slice('--config='.length))}` : a));
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
-}
-
-async function facilityCommand(args: string[], config: Config, log: Logger, io: Io): Promise<number> {
-  const [sub, ...rest] = args;
-  if (sub === 'add') {
-    const { values, positionals } = parseArgs({
-      args: rest,
-      allowPositionals: true,
-      options: { region: { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' } },
-    });
-    if (positionals.length !== 1) throw new UsageError('usage: strata facility add <code> --region <region> [--name <text>] [--json]');
-    if (!values.region) throw new UsageError('strata facility add: --region is required (the region whose gateway accepts this facility)');
-    const created = await withAdminDb(config, 'for strata facility add', log, (db) =>
-      addFacility(db, { code: positionals[0]!, region: values.region!, ...(values.name !== undefined ? { name: values.name } : {}) }),
-    );
-    const f = created.facility;
-    if (values.json) {
-      io.out(JSON.stringify({ ...f, token: created.token, readerPassword: created.readerPassword }, null, 2));
-    } else {
-      io.out(
-        [
-          `facility ${f.code} registered (id ${f.id}, region ${f.region}${f.name ? `, "${f.name}"` : ''})`,
-          `ingest token:    ${created.token}`,
-          `reader login:    ${f.readerRole}`,
-          `reader password: ${created.readerPassword}`,
-          'The token and password are shown only now; Strata keeps only their hashes.',
-        ].join('\n'),
-      );
-    }
-    return 0;
-  }
-  if (sub === 'list') {
-    const { values } = parseArgs({ args: rest, options: { json: { type: 'boolean' } } });
-    const facilities = await withAdminDb(config, 'for strata facility list', log, (db) => listFacilities(db), 2, io.db);
-    if (values.json) io.out(JSON.stringify(facilities, null, 2));
-    else if (facilities.length === 0) io.out('no facilities registered (add one with: strata facility add <code> --region <region>)');
-    else
-      io.out(
-        table([
-          ['ID', 'CODE', 'REGION', 'NAME', 'READER ROLE', 'SERIES', 'CREATED'],
-          ...facilities.map((f) => [String(f.id), f.code, f.region, f.name ?? '', f.readerRole, String(f.seriesCount), f.createdAt.toISOString()]),
-        ]),
-      );
-    return 0;
-  }
-  if (sub === 'grant' || sub === 'revoke') {
-    const { positionals } = parseArgs({ args: rest, allowPositionals: true, options: {} });
-    if (positionals.length !== 2) throw new UsageError(`usage: strata facility ${sub} <role> <facility>`);
-    const [role, code] = positionals as [string, string];
-    const r = await withAdminDb(config, `for strata facility ${sub}`, log, (db) => (sub === 'grant' ? grantFacility(db, role, code) : revokeFacility(db, role, code)));
-    if (sub === 'grant') io.out(r.changed ? `role ${role} may now read facility ${code} (through strata.facility_metrics)` : `role ${role} could already read facility ${code}`);
-    else io.out(r.changed ? `role ${role} may no longer read facility ${code}` : `role ${role} had no grant on facility ${code}; nothing to revoke`);
-    return 0;
-  }
-  throw new UsageError(`strata facility: unknown subcommand ${sub ? `"${sub}"` : '(none)'}; use add, list, grant or revoke`);
 }
 
 export async function main(argv: string[], io: Io = defaultIo): Promise<number> {
@@ -254,7 +201,9 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         io.out(formatStatus(await withAdminDb(config, 'for strata status', log, (db) => readStatus(db), 2, io.db)));
         return 0;
       case 'facility':
-        return await facilityCommand(args, config, log, io);
+        return await facilityCommand(args, (purpose, fn, readOnly = false) => withAdminDb(config, purpose, log, fn, 2, readOnly ? io.db : undefined), io.out);
+      case 'audit':
+        return await auditCommand(args, (purpose, fn) => withAdminDb(config, purpose, log, fn, 2, io.db), io.out);
       case 'worker':
         await runWorker(config, log, io.out);
         return 0;

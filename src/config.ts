@@ -60,6 +60,8 @@ export const configSchema = z
   .object({
     databaseUrl: databaseUrl.optional(),
     adminDatabaseUrl: databaseUrl.optional(),
+    /** A direct connection (not PgBouncer in transaction mode) on which the gateway hears facility changes; default: databaseUrl. */
+    notifyDatabaseUrl: databaseUrl.optional(),
     region: z.string().regex(REGION, 'must be lowercase letters, digits and hyphens, such as "eu-west-1"').optional(),
     chunkInterval: interval.default('1 hour'),
     warmTablespace: tablespace.optional(),
@@ -138,6 +140,7 @@ type Key = keyof Config;
 export const ENV_NAMES: Record<Key, string> = {
   databaseUrl: 'STRATA_DATABASE_URL',
   adminDatabaseUrl: 'STRATA_ADMIN_DATABASE_URL',
+  notifyDatabaseUrl: 'STRATA_NOTIFY_DATABASE_URL',
   region: 'STRATA_REGION',
   chunkInterval: 'STRATA_CHUNK_INTERVAL',
   warmTablespace: 'STRATA_WARM_TABLESPACE',
@@ -195,7 +198,7 @@ export function listenAddress(listen: string): { host: string; port: number } {
   return { host: (m[1] ?? '0.0.0.0').replace(/^\[|\]$/g, ''), port: Number(m[2]) };
 }
 
-const URL_KEYS: ReadonlySet<string> = new Set(['databaseUrl', 'adminDatabaseUrl']);
+const URL_KEYS: ReadonlySet<string> = new Set(['databaseUrl', 'adminDatabaseUrl', 'notifyDatabaseUrl']);
 
 function show(key: string, value: unknown): string {
   if (URL_KEYS.has(key) && typeof value !== 'string') return `(a ${Array.isArray(value) ? 'list' : typeof value})`;

@@ -191,7 +191,7 @@ async function runProcess(config: Config, parentLog: Logger, index: number): Pro
       const region = requireSetting(config, 'region', 'for strata serve (the gateway accepts only facilities of its region)');
       const options = gatewayOptions(config, region);
       // As serve.ts: writers + 2 connections per process (so PgBouncer's pool must allow N × that).
-      db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: Math.max(30_000, 2 * config.writeTimeoutMs) });
+      db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: Math.max(30_000, 2 * config.writeTimeoutMs), ...(config.notifyDatabaseUrl ? { listenUrl: config.notifyDatabaseUrl } : {}) });
       gateway = await startGateway(db, log, {
         ...options,
         spoolDir: processSpoolDir(options.spoolDir, index),

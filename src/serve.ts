@@ -72,7 +72,7 @@ export async function serve(config: Config, log: Logger, out: (text: string) => 
   const signal = untilSignal(log);
   // The statement ceiling only frees connections PgBouncer holds while its server is down; the
   // writer's own (adaptive) deadline decides when a batch is retried or spooled.
-  const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: Math.max(30_000, 2 * config.writeTimeoutMs) });
+  const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: Math.max(30_000, 2 * config.writeTimeoutMs), ...(config.notifyDatabaseUrl ? { listenUrl: config.notifyDatabaseUrl } : {}) });
   let gateway: Gateway;
   try {
     // STRATA_BENCH_DISCARD (benchmark only): only `strata serve` honours it, never `strata dev`.

@@ -31,7 +31,7 @@ describe('strata command line', () => {
     const env = { STRATA_ADMIN_DATABASE_URL: 'pglite:memory' };
     expect(await strata(['facility', 'add', 'p1'], env)).toMatchObject({ code: 64, err: expect.stringContaining('--region is required') });
     expect(await strata(['facility', 'add'], env)).toMatchObject({ code: 64, err: expect.stringContaining('usage: strata facility add <code>') });
-    expect(await strata(['facility', 'remove'], env)).toMatchObject({ code: 64, err: expect.stringContaining('unknown subcommand "remove"') });
+    expect(await strata(['facility', 'retire'], env)).toMatchObject({ code: 64, err: expect.stringContaining('unknown subcommand "retire"; use add, list, grant, revoke, rotate-token, revoke-token, disable, enable or remove') });
     expect(await strata(['facility', 'list', '--bogus'], env)).toMatchObject({ code: 64, err: expect.stringContaining("Unknown option '--bogus'") });
   });
 
@@ -74,8 +74,8 @@ describe('strata command line', () => {
     const env = { STRATA_ADMIN_DATABASE_URL: `pglite:${dir}/db`, STRATA_LOG_LEVEL: 'warn' };
     const m = await strata(['migrate'], env);
     expect(m.code).toBe(0);
-    expect(m.out).toMatch(/^applied 9 migrations: 0001_roles, /);
-    expect((await strata(['migrate'], env)).out).toMatch(/^schema up to date \(9 migrations applied earlier\)/);
+    expect(m.out).toMatch(/^applied 10 migrations: 0001_roles, /);
+    expect((await strata(['migrate'], env)).out).toMatch(/^schema up to date \(10 migrations applied earlier\)/);
 
     const add = await strata(['facility', 'add', 'press-01', '--region', 'eu-west-1', '--name', 'Press shop'], env);
     expect(add.code).toBe(0);
@@ -88,8 +88,8 @@ describe('strata command line', () => {
 
     const list = await strata(['facility', 'list'], env);
     expect(list.code).toBe(0);
-    expect(list.out.split('\n')[0]).toMatch(/^ID +CODE +REGION +NAME +READER ROLE +SERIES +CREATED$/);
-    expect(list.out).toMatch(/1 +press-01 +eu-west-1 +Press shop +strata_reader_press_01 +0 +\d{4}-/);
+    expect(list.out.split('\n')[0]).toMatch(/^ID +CODE +REGION +NAME +READER ROLE +SERIES +STATE +CREATED$/);
+    expect(list.out).toMatch(/1 +press-01 +eu-west-1 +Press shop +strata_reader_press_01 +0 +active +\d{4}-/);
     expect(list.out).not.toContain(token!);
     const json = JSON.parse((await strata(['facility', 'list', '--json'], env)).out);
     expect(json).toEqual([expect.objectContaining({ id: 1, code: 'press-01', region: 'eu-west-1', name: 'Press shop' })]);

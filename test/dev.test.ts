@@ -39,7 +39,7 @@ describe('strata dev', () => {
     const first = startDev(env);
     const out = await first.ready;
     expect(out).toContain(`embedded TimescaleDB in ${dir}`);
-    expect(out).toContain('applied 9 migrations');
+    expect(out).toContain('applied 10 migrations');
     expect(out).toMatch(/timescaledb: +2\.\d+/);
     expect(out).toContain('tablespaces:  cold_data, warm_data');
     expect(out).toContain('facilities:   1, series: 0');

@@ -60,7 +60,7 @@ describe.each(timescaleTargets())('migrate on $name', (target) => {
     const roles = await db.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE 'strata\\_%' AND rolname NOT LIKE 'strata\\_reader\\_%' ORDER BY 1`);
     expect(roles.rows.map((x) => x.rolname)).toEqual(['strata_ingest', 'strata_maintainer', 'strata_reader']);
     const tables = await db.query<{ t: string }>(`SELECT tablename AS t FROM pg_tables WHERE schemaname = 'strata' ORDER BY 1`);
-    expect(tables.rows.map((x) => x.t)).toEqual(['archive_catalog', 'facilities', 'facility_grants', 'facility_series', 'ingest_ledger', 'job_journal', 'metrics', 'schema_migrations', 'series']);
+    expect(tables.rows.map((x) => x.t)).toEqual(['archive_catalog', 'audit_log', 'facilities', 'facility_grants', 'facility_series', 'ingest_ledger', 'job_journal', 'metrics', 'schema_migrations', 'series']);
 
     // The hypertable takes rows and compresses them with these settings.
     await db.query(`INSERT INTO strata.metrics SELECT t, 1, s, s * 1.5 FROM generate_series(now() - interval '5 hours', now(), interval '10 minutes') t, generate_series(1, 3) s`);

@@ -4,7 +4,7 @@ import { openPg } from './pg.ts';
 import { openPglite } from './pglite.ts';
 import type { Db } from './port.ts';
 
-export async function openDb(url: string, opts: { logger?: Logger; max?: number; applicationName?: string; queryTimeoutMs?: number } = {}): Promise<Db> {
+export async function openDb(url: string, opts: { logger?: Logger; max?: number; applicationName?: string; queryTimeoutMs?: number; listenUrl?: string } = {}): Promise<Db> {
   if (url.startsWith('pglite:')) return openPglite(url);
   return openPg({ url, ...opts });
 }

@@ -6,6 +6,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { StrataError, errorText, sqlState } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
+import { listenOn } from './listen.ts';
 import { sendCancel } from './pg-cancel.ts';
 import { isCopyIn, isCopyOut, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
 
@@ -27,6 +28,8 @@ export interface PgOptions {
    * connection is destroyed, never reused.
    */
   queryTimeoutMs?: number;
+  /** Where listen() connects (a direct connection, not PgBouncer in transaction mode); the url without. */
+  listenUrl?: string;
 }
 
 const ROLLBACK_TIMEOUT_MS = 5_000;
@@ -216,6 +219,7 @@ export function openPg(opts: PgOptions): Db {
         giveBack(loan);
       }
     },
+    listen: (channel, on) => listenOn({ connectionString: opts.listenUrl ?? opts.url, application_name: `${opts.applicationName ?? 'strata'} listen`, connectionTimeoutMillis: 10_000 }, channel, on),
     close: () => pool.end(),
   };
 }

@@ -107,6 +107,11 @@ async function openLocked(dataDir: string | undefined, lock: DirLock | undefined
     // PGlite runs one statement at a time in this process and cannot interrupt it: an abort signal is
     // not acted on, and the transaction runs to its end.
     transaction: (fn) => db.transaction((tx) => fn(queryable(tx))),
+    // One in-process session: notifications are never lost while it is open.
+    async listen(channel, on) {
+      const unlisten = await db.listen(channel, (payload) => on.notify(payload));
+      return { close: () => unlisten() };
+    },
     lock,
     async close() {
       try {

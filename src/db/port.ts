@@ -47,6 +47,16 @@ export interface Db extends Queryable {
    * PGlite cannot interrupt a statement: there the transaction runs to its end.
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>, opts?: TransactionOptions): Promise<T>;
+  /**
+   * LISTEN on a channel: `notify` for each notification; `lost` once when the subscription ends
+   * without close() (connection lost: notifications meanwhile are missed, subscribe again). pg.ts
+   * listens on a connection of its own, never a pooled one.
+   */
+  listen(channel: string, on: { notify(payload: string): void; lost(err: Error): void }): Promise<Notifications>;
+  close(): Promise<void>;
+}
+
+export interface Notifications {
   close(): Promise<void>;
 }
 

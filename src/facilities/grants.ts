@@ -3,6 +3,7 @@
 // current_user, plus membership in strata_reader (the group that may select the view).
 import type { Db, Queryable } from '../db/port.ts';
 import { StrataError, sqlState } from '../errors.ts';
+import { audit } from './audit.ts';
 
 export interface GrantResult {
   role: string;
@@ -40,6 +41,7 @@ export async function grantFacility(db: Db, role: string, code: string): Promise
         const ddl = await tx.query<{ sql: string }>(`SELECT format('GRANT strata_reader TO %I', $1::text) AS sql`, [role]);
         await tx.exec(ddl.rows[0]!.sql);
       }
+      if (r.rowCount > 0) await audit(tx, 'facility.grant', code, { role });
       return { role, facility: code, changed: r.rowCount > 0 };
     });
   } catch (err) {
@@ -52,6 +54,7 @@ export async function revokeFacility(db: Db, role: string, code: string): Promis
     return await db.transaction(async (tx) => {
       const id = await resolve(tx, role, code, `revoke facility "${code}" from "${role}"`);
       const r = await tx.query('DELETE FROM strata.facility_grants WHERE role_name = $1 AND facility_id = $2', [role, id]);
+      if (r.rowCount > 0) await audit(tx, 'facility.revoke', code, { role });
       return { role, facility: code, changed: r.rowCount > 0 };
     });
   } catch (err) {

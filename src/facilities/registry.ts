@@ -1,9 +1,10 @@
-// Facility registry: `strata facility add` and `strata facility list`.
+// Facility registry: `strata facility add` and `strata facility list` (the rest of a facility's life: lifecycle.ts).
 // A facility gets an ingest token (stored as its SHA-256) and a login role for its readers,
 // member of strata_reader and granted the facility in strata.facility_grants.
 import { z } from 'zod';
 import { StrataError, sqlState } from '../errors.ts';
 import type { Db } from '../db/port.ts';
+import { audit } from './audit.ts';
 import { newPassword, newToken, scramVerifier, tokenHash } from './secrets.ts';
 
 export const facilityInput = z.object({
@@ -23,6 +24,10 @@ export interface Facility {
   readerRole: string;
   createdAt: Date;
   seriesCount: number;
+  /** 'active', 'disabled' (writes refused), 'retired' (removed, rows kept), or 'no token' (revoked, not rotated since). */
+  state: 'active' | 'disabled' | 'retired' | 'no token';
+  /** Until when the token replaced by the last rotation is still accepted. */
+  previousTokenValidUntil: Date | null;
 }
 
 export interface NewFacility {
@@ -75,6 +80,7 @@ export async function addFacility(db: Db, input: FacilityInput): Promise<NewFaci
       );
       const facilityId = ins.rows[0]!.id;
       await tx.query('INSERT INTO strata.facility_grants (role_name, facility_id) VALUES ($1, $2)', [role, facilityId]);
+      await audit(tx, 'facility.add', code, { id: facilityId, region, readerRole: role });
       return facilityId;
     });
     const facility = (await listFacilities(db)).find((f) => f.id === id)!;
@@ -91,12 +97,16 @@ export async function addFacility(db: Db, input: FacilityInput): Promise<NewFaci
 
 export async function listFacilities(db: Db): Promise<Facility[]> {
   try {
-    const r = await db.query<{ id: number; code: string; region: string; name: string | null; reader_role: string; created_at: Date; series_count: number }>(
+    const r = await db.query<{ id: number; code: string; region: string; name: string | null; reader_role: string; created_at: Date; series_count: number; state: Facility['state']; previous: Date | null }>(
       `SELECT f.id, f.code, f.region, f.name, f.reader_role, f.created_at,
-              (SELECT count(*) FROM strata.series s WHERE s.facility_id = f.id)::int AS series_count
+              (SELECT count(*) FROM strata.series s WHERE s.facility_id = f.id)::int AS series_count,
+              CASE WHEN f.retired_at IS NOT NULL THEN 'retired' WHEN f.disabled_at IS NOT NULL THEN 'disabled' WHEN f.token_hash IS NULL THEN 'no token' ELSE 'active' END AS state,
+              CASE WHEN f.previous_token_expires_at > now() THEN f.previous_token_expires_at END AS previous
          FROM strata.facilities f ORDER BY f.code`,
     );
-    return r.rows.map((x) => ({ id: x.id, code: x.code, region: x.region, name: x.name, readerRole: x.reader_role, createdAt: x.created_at, seriesCount: x.series_count }));
+    return r.rows.map((x) => ({
+      id: x.id, code: x.code, region: x.region, name: x.name, readerRole: x.reader_role, createdAt: x.created_at, seriesCount: x.series_count, state: x.state, previousTokenValidUntil: x.previous,
+    }));
   } catch (err) {
     if (sqlState(err) === '42P01') throw new StrataError('not_migrated', 'the database has no Strata schema yet: run strata migrate first', { cause: err });
     throw err;

@@ -33,6 +33,8 @@ export interface GatewayOptions extends SlowClientLimits {
   batchRows: number;
   batchAgeMs: number;
   seriesLimit: number;
+  /** The facility directory's periodic reload, the fallback when change notifications are lost (default 30 s). */
+  facilityRefreshMs?: number;
   /** Bytes of a series key (series.ts seriesKeyBytes); default 2048, under the series index's row limit. */
   maxSeriesKeyBytes?: number;
   /** Lines longer than this many bytes are rejected; default 1 MiB. */
@@ -89,6 +91,8 @@ export interface Gateway {
   readonly writer: Writer;
   /** The writer's row store or columnstore decision (ingest-mode.ts). */
   readonly mode: IngestModeGate;
+  /** Token → facility, reloaded when the database announces a change (auth.ts). */
+  readonly facilities: FacilityDirectory;
   readonly replayer: Replayer;
   readonly ingestor: Ingestor;
   /** Stop accepting, flush every batcher, spool what the database cannot take, close. */
@@ -107,7 +111,7 @@ function listen(server: Server, host: string, port: number): Promise<AddressInfo
 export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Promise<Gateway> {
   const metrics = createIngestMetrics({ defaults: o.defaultMetrics ?? true });
   const spool = await Spool.open({ dir: o.spoolDir, maxBytes: o.spoolMaxBytes, logger: log.child({ component: 'spool' }) });
-  const directory = new FacilityDirectory(db, o.region, log);
+  const directory = new FacilityDirectory(db, o.region, log, { listen: (channel, on) => db.listen(channel, on), ...(o.facilityRefreshMs ? { refreshMs: o.facilityRefreshMs } : {}) });
   try {
     await directory.start();
   } catch (err) {
@@ -176,6 +180,7 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
     spool,
     writer,
     mode,
+    facilities: directory,
     replayer,
     ingestor,
     stop() {

@@ -141,7 +141,7 @@ describe('ingest gateway through PgBouncer', () => {
     expect(missing.status).toBe(401);
     expect(missing.body.message).toMatch(/missing credentials/);
     const wrong = await post(gw.url, '/api/v2/write', 'm v=1', { Authorization: 'Token stk_nope' });
-    expect(wrong).toMatchObject({ status: 401, body: { message: 'unknown ingest token' } });
+    expect(wrong).toMatchObject({ status: 401, body: { message: expect.stringMatching(/^unknown ingest token/) } });
     const scheme = await post(gw.url, '/api/v2/write', 'm v=1', { Authorization: 'Digest abc' });
     expect(scheme.body.message).toMatch(/unsupported Authorization scheme "Digest"/);
     const abroad = await post(gw.url, '/api/v2/write', 'm v=1', auth('abroad'));

@@ -21,6 +21,7 @@ export async function plainSchema(db: Db): Promise<void> {
   await db.exec(sql('0005_ingest_ledger_prune.sql'));
   await db.exec(sql('0006_facility_isolation.sql'));
   await db.exec(sql('0009_series_quota.sql'));
+  await db.exec(sql('0010_facility_lifecycle.sql'));
 }
 
 export async function facility(db: Db, code: string, region = 'test-1'): Promise<{ id: number; token: string }> {
