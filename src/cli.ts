@@ -5,22 +5,14 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig, requireSetting, type Config } from './config.ts';
-import { migrate } from './db/migrate.ts';
 import { pgliteDir } from './db/dir-lock.ts';
 import { askHolder, strataEnv } from './dev-socket.ts';
 import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
-import { runDev } from './dev.ts';
 import { StrataError, UsageError, errorText } from './errors.ts';
-import { auditCommand, facilityCommand } from './facilities/command.ts';
 import { createLogger, type Logger } from './log.ts';
-import { gatewayProcessCount, serveProcesses } from './serve-processes.ts';
-import { sizeCommand } from './sizing/command.ts';
-import { spoolCommand } from './ingest/spool-command.ts';
-import { formatStatus, readStatus } from './status.ts';
-import { tierCommand } from './tiering/command.ts';
-import { archiveCommand } from './backup/command.ts';
-import { runWorker } from './worker.ts';
+// Each command's modules are imported when it runs, so `strata serve` and `strata worker` never load
+// the embedded database (PGlite) or the local S3 server that `strata dev` uses.
 
 const HELP = `strata — time-series ingestion and retention for TimescaleDB
 
@@ -172,23 +164,29 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
     }
 
     switch (command) {
-      case 'dev':
+      case 'dev': {
+        const { runDev } = await import('./dev.ts');
         await runDev(config, log, io.out, (forwarded, env, sink, db) => main(forwarded, { ...sink, env, db }));
         return 0;
+      }
       case 'bench': {
         // The harness lives in bench/ (it drives a gateway process and baselines); run it as its own process.
         const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../bench/run.ts', import.meta.url)), ...args], { stdio: 'inherit', env: io.env });
         return r.status ?? 1;
       }
-      case 'size':
+      case 'size': {
+        const { sizeCommand } = await import('./sizing/command.ts');
         io.out(sizeCommand(args));
         return 0;
+      }
       case 'serve': {
+        const { gatewayProcessCount, serveProcesses } = await import('./serve-processes.ts');
         const { values } = parseArgs({ args, options: { processes: { type: 'string' } } });
         await serveProcesses(config, log, io.out, { processes: gatewayProcessCount(values.processes, config), argv: portableArgv(argv) });
         return 0;
       }
       case 'migrate': {
+        const { migrate } = await import('./db/migrate.ts');
         const r = await withAdminDb(config, 'for strata migrate', log, (db) =>
           migrate(db, { chunkInterval: config.chunkInterval, archiveAfter: config.archiveAfter, warmTablespace: config.warmTablespace, coldTablespace: config.coldTablespace, logger: log }),
         );
@@ -197,24 +195,38 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         if (r.unavailable.length) io.out(`unavailable with this TimescaleDB build: ${r.unavailable.join('; ')}`);
         return 0;
       }
-      case 'status':
+      case 'status': {
+        const { formatStatus, readStatus } = await import('./status.ts');
         io.out(formatStatus(await withAdminDb(config, 'for strata status', log, (db) => readStatus(db), 2, io.db)));
         return 0;
-      case 'facility':
+      }
+      case 'facility': {
+        const { facilityCommand } = await import('./facilities/command.ts');
         return await facilityCommand(args, (purpose, fn, readOnly = false) => withAdminDb(config, purpose, log, fn, 2, readOnly ? io.db : undefined), io.out);
-      case 'audit':
+      }
+      case 'audit': {
+        const { auditCommand } = await import('./facilities/command.ts');
         return await auditCommand(args, (purpose, fn) => withAdminDb(config, purpose, log, fn, 2, io.db), io.out);
-      case 'worker':
+      }
+      case 'worker': {
+        const { runWorker } = await import('./worker.ts');
         await runWorker(config, log, io.out);
         return 0;
-      case 'spool':
+      }
+      case 'spool': {
+        const { spoolCommand } = await import('./ingest/spool-command.ts');
         return await spoolCommand(args, config, log, io.out);
-      case 'tier':
+      }
+      case 'tier': {
+        const { tierCommand } = await import('./tiering/command.ts');
         // One connection: the run's session advisory lock and lock_timeout live on it.
         return await withAdminDb(config, 'for strata tier', log, (db) => tierCommand(args, config, log, db, io.out), 1, io.db);
-      case 'archive':
+      }
+      case 'archive': {
+        const { archiveCommand } = await import('./backup/command.ts');
         // One connection, as for tier: the chunk-job lock is a session lock.
         return await withAdminDb(config, 'for strata archive', log, (db) => archiveCommand(args, config, log, db, io.out), 1, io.db);
+      }
       default:
         throw new UsageError(`unknown command "${command}"; run strata --help`);
     }

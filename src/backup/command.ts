@@ -16,7 +16,7 @@ import { runArchive, type ArchiveSummary } from './job.ts';
 import { archivePlan } from './plan.ts';
 import { restoreArchive } from './restore.ts';
 import { ArchiveStore } from './s3.ts';
-import { localS3Dir, startLocalS3, type LocalS3 } from './local-s3.ts';
+import type { LocalS3 } from './local-s3.ts';
 import { archiveSettings } from './settings.ts';
 
 export const ARCHIVE_USAGE = `usage: strata archive plan [--at <timestamp>] [--json]
@@ -112,6 +112,8 @@ export async function archiveCommand(args: string[], config: Config, log: Logger
   // On strata dev's embedded database with no S3 endpoint configured: strata dev's local S3 directory.
   let local: LocalS3 | null = null;
   if (config.adminDatabaseUrl?.startsWith('pglite:') && !config.s3Endpoint && config.adminDatabaseUrl !== 'pglite:memory') {
+    // Imported only here: the local S3 server (s3rver) is for strata dev's embedded setups.
+    const { localS3Dir, startLocalS3 } = await import('./local-s3.ts');
     local = await startLocalS3(config, localS3Dir(config.adminDatabaseUrl));
     log.info(`embedded database: using the local S3 server over ${localS3Dir(config.adminDatabaseUrl)}`, { endpoint: local.endpoint });
   }

@@ -1,10 +1,10 @@
 // Opens the port implementation that a database URL names: postgres:// → node-postgres, pglite: → embedded.
 import type { Logger } from '../log.ts';
+// The embedded database is imported only for a pglite: URL, so a server process never loads it.
 import { openPg } from './pg.ts';
-import { openPglite } from './pglite.ts';
 import type { Db } from './port.ts';
 
 export async function openDb(url: string, opts: { logger?: Logger; max?: number; applicationName?: string; queryTimeoutMs?: number; listenUrl?: string } = {}): Promise<Db> {
-  if (url.startsWith('pglite:')) return openPglite(url);
+  if (url.startsWith('pglite:')) return (await import('./pglite.ts')).openPglite(url);
   return openPg({ url, ...opts });
 }
