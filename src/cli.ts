@@ -97,6 +97,9 @@ const defaultIo: Io = {
   env: process.env,
 };
 
+/** Commands without options or arguments of their own: anything given is refused (exit 64), never ignored. */
+const NO_OPTIONS: ReadonlySet<string> = new Set(['dev', 'migrate', 'status', 'worker']);
+
 function version(): string {
   return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
@@ -151,6 +154,9 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
     }
     const rest = argv.filter((a, i) => !(a === '--config' || argv[i - 1] === '--config' || a.startsWith('--config=')));
     const args = rest.slice(rest.indexOf(command) + 1);
+    if (NO_OPTIONS.has(command) && args.length > 0) {
+      throw new UsageError(`strata ${command} takes no ${args[0]!.startsWith('-') ? 'option' : 'argument'} "${args[0]}" (settings come from STRATA_* variables or --config <file>); usage: strata ${command}`);
+    }
     const config = loadConfig({ env: io.env, ...(typeof values.config === 'string' ? { file: values.config } : {}) });
     const log = createLogger(config.logLevel, (line) => io.err(line));
     if (io.db && !readOnlyCommand(command, args)) {

@@ -33,6 +33,14 @@ describe('strata command line', () => {
     expect(await strata(['facility', 'add'], env)).toMatchObject({ code: 64, err: expect.stringContaining('usage: strata facility add <code>') });
     expect(await strata(['facility', 'retire'], env)).toMatchObject({ code: 64, err: expect.stringContaining('unknown subcommand "retire"; use add, list, grant, revoke, rotate-token, revoke-token, disable, enable or remove') });
     expect(await strata(['facility', 'list', '--bogus'], env)).toMatchObject({ code: 64, err: expect.stringContaining("Unknown option '--bogus'") });
+    // Commands without options refuse one instead of ignoring it, before any configuration is checked.
+    for (const command of ['dev', 'migrate', 'status', 'worker']) {
+      expect(await strata([command, '--bogus'], {})).toMatchObject({ code: 64, err: `strata: strata ${command} takes no option "--bogus" (settings come from STRATA_* variables or --config <file>); usage: strata ${command}` });
+    }
+    expect(await strata(['migrate', 'now'], {})).toMatchObject({ code: 64, err: expect.stringContaining('strata migrate takes no argument "now"') });
+    for (const command of ['serve', 'tier', 'archive', 'audit', 'size', 'spool']) {
+      expect((await strata(command === 'tier' || command === 'archive' ? [command, 'plan', '--bogus'] : command === 'spool' ? [command, 'inspect', '/nonexistent', '--bogus'] : [command, '--bogus'], { STRATA_ADMIN_DATABASE_URL: 'pglite:memory' })).code).toBe(64);
+    }
   });
 
   it('reports bad configuration with status 78 before opening any connection', async () => {
