@@ -1,6 +1,5 @@
 // Command line: parses arguments, loads configuration, and calls the modules below. Nothing imports it.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -11,6 +10,7 @@ import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { StrataError, UsageError, errorText } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
+import { STRATA_VERSION } from './version.ts';
 // Each command's modules are imported when it runs, so `strata serve` and `strata worker` never load
 // the embedded database (PGlite) or the local S3 server that `strata dev` uses.
 
@@ -100,10 +100,6 @@ const defaultIo: Io = {
 /** Commands without options or arguments of their own: anything given is refused (exit 64), never ignored. */
 const NO_OPTIONS: ReadonlySet<string> = new Set(['dev', 'migrate', 'status', 'worker']);
 
-function version(): string {
-  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-}
-
 async function withAdminDb<T>(config: Config, purpose: string, log: Logger, fn: (db: Db) => Promise<T>, max = 2, held?: Db): Promise<T> {
   if (held) return fn(held); // a command forwarded to strata dev: its database stays open
   const url = requireSetting(config, 'adminDatabaseUrl', `${purpose} (a direct connection to the primary, not through PgBouncer)`);
@@ -144,7 +140,7 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
       options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' } },
     });
     if (values.version) {
-      io.out(version());
+      io.out(STRATA_VERSION);
       return 0;
     }
     const command = positionals[0];

@@ -9,9 +9,9 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Db, Queryable } from '../db/port.ts';
 import type { Manifest } from './types.ts';
+import { STRATA_VERSION } from '../version.ts';
 
 export const COLUMNS = ['time', 'facility_id', 'series_id', 'value'];
-export const STRATA_VERSION = '0.1.0';
 
 export interface Exported {
   manifest: Manifest;

@@ -95,6 +95,7 @@ describe('archive run', () => {
     expect(manifest.rowsPerFacility).toEqual(perFacility);
     expect(manifest.ddl).toMatch(/^CREATE TABLE strata\.metrics \(\n  "time" timestamp with time zone NOT NULL,/);
     expect(manifest.versions.timescaledb).toMatch(/^2\./);
+    expect(manifest.versions.strata).toBe((JSON.parse(readFileSync(join(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string }).version);
     expect(e.sha256).toBe(execFileSync('sha256sum', [join(dir, 'a.tar.gz')]).toString().split(' ')[0]);
   });
 
