@@ -1,5 +1,6 @@
 // Command line: parses arguments, loads configuration, and calls the modules below. Nothing imports it.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -173,7 +174,9 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
       }
       case 'bench': {
         // The harness lives in bench/ (it drives a gateway process and baselines); run it as its own process.
-        const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../bench/run.ts', import.meta.url)), ...args], { stdio: 'inherit', env: io.env });
+        const harness = fileURLToPath(new URL('../bench/run.ts', import.meta.url));
+        if (!existsSync(harness)) throw new StrataError('no_bench', `strata bench runs from a checkout of Strata: ${harness} is not part of the installed package (bench/ is a development tool)`, { exitCode: 64 });
+        const r = spawnSync(process.execPath, ['--import', 'tsx', harness, ...args], { stdio: 'inherit', env: io.env });
         return r.status ?? 1;
       }
       case 'size': {

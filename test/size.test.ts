@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/cli.ts';
+import { shippedFigures } from '../src/sizing/command.ts';
 import { measuredFigures } from '../src/sizing/measured.ts';
 import { size, type Measured } from '../src/sizing/size.ts';
 import { parseBytes } from '../src/units.ts';
@@ -82,6 +83,21 @@ describe('strata size', () => {
     // The harness's end-to-end run of the design workload, once there is one, wins over the older sweep.
     writeFileSync(join(dir, 'bench-10f-ns.json'), JSON.stringify({ date: '2026-12-02T05:00:00Z', results: { gateway: { cpuUsPerRow: 0.9 } } }));
     expect(measuredFigures(dir).gatewayCpuUsPerRow).toEqual({ value: 0.9, source: `measured: ${join(dir, 'bench-10f-ns.json')}, 2026-12-02` });
+  });
+
+  it('ships the figures bench/results gives (refresh with npx tsx bench/size-figures.ts) and uses them from any directory', async () => {
+    const shipped = shippedFigures();
+    // Run from the checkout's root (as vitest is): the sources read "bench/results/…".
+    expect(shipped).toEqual(measuredFigures('bench/results'));
+    expect(Object.values(shipped).filter((f) => f.source.startsWith('measured: ')).length).toBeGreaterThanOrEqual(10);
+    const cwd = process.cwd();
+    process.chdir(mkdtempSync(join(tmpdir(), 'strata-elsewhere-')));
+    try {
+      const r = await strata(['size', '--rate', '500000', '--facilities', '50', '--memory', '512GiB', '--json']);
+      expect(JSON.parse(r.out).measured).toEqual(shipped);
+    } finally {
+      process.chdir(cwd);
+    }
   });
 
   it('reads sizes with units', () => {

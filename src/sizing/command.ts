@@ -1,9 +1,10 @@
 // `strata size` arguments → a report (text or JSON). Bad arguments are usage errors naming the option.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../errors.ts';
 import { measuredFigures } from './measured.ts';
 import { parseBytes } from '../units.ts';
-import { formatSize, size, type SizeInput } from './size.ts';
+import { formatSize, size, type Measured, type SizeInput } from './size.ts';
 
 function whole(name: string, text: string | undefined, fallback: number | undefined, min = 1): number {
   if (text === undefined) {
@@ -13,6 +14,11 @@ function whole(name: string, text: string | undefined, fallback: number | undefi
   const v = Number(text.replace(/_/g, ''));
   if (!Number.isInteger(v) || v < min) throw new UsageError(`strata size: --${name} ${JSON.stringify(text)} must be a whole number of at least ${min}`);
   return v;
+}
+
+/** The figures shipped with Strata (refreshed from bench/results by bench/size-figures.ts). */
+export function shippedFigures(): Measured {
+  return JSON.parse(readFileSync(new URL('./figures.json', import.meta.url), 'utf8')) as Measured;
 }
 
 export function sizeCommand(args: string[]): string {
@@ -27,7 +33,7 @@ export function sizeCommand(args: string[]): string {
       'warm-days': { type: 'string' },
       'cold-days': { type: 'string' },
       'archive-years': { type: 'string' },
-      results: { type: 'string', default: 'bench/results' },
+      results: { type: 'string' },
       'ingest-mode': { type: 'string', default: 'columnstore' },
       json: { type: 'boolean' },
     },
@@ -48,6 +54,6 @@ export function sizeCommand(args: string[]): string {
     archiveYears: whole('archive-years', values['archive-years'], 7, 0),
     ingestMode: mode,
   };
-  const report = size(input, measuredFigures(values.results));
+  const report = size(input, values.results === undefined ? shippedFigures() : measuredFigures(values.results));
   return values.json ? JSON.stringify(report, null, 2) : formatSize(report);
 }

@@ -3,13 +3,14 @@
 // facilities alone. Native PostgreSQL through PgBouncer, and PGlite-TimescaleDB (plus a TimescaleDB
 // server when STRATA_TEST_TIMESCALE_URL is set) through migrate.
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SQL_DIR, migrate } from '../../src/db/migrate.ts';
 import { openDb } from '../../src/db/open.ts';
 import type { Db } from '../../src/db/port.ts';
+import { newToken, tokenHash } from '../../src/facilities/secrets.ts';
 import type { Gateway } from '../../src/ingest/gateway.ts';
 import { cluster, createDatabase, timescaleTargets, type TestDatabase } from '../support/databases.ts';
 import { facility, gateway, plainSchema, post, type Reply } from '../support/gateway.ts';
@@ -221,14 +222,20 @@ describe.each(timescaleTargets())('series limit on $name', (target) => {
 
   beforeAll(async () => {
     ({ db, close } = await target.open());
-    // Migrations up to 0008 first, series written, then 0009 counts them.
+    // Migrations up to 0008 first, series written, then 0009 counts them (and the later ones follow).
     const dir = mkdtempSync(join(tmpdir(), 'strata-sql-'));
     dirs.push(dir);
     cpSync(SQL_DIR, dir, { recursive: true });
-    rmSync(join(dir, '0009_series_quota.sql'));
+    for (const f of readdirSync(dir)) if (f >= '0009') rmSync(join(dir, f));
     await migrate(db, { chunkInterval: '1 day', dir: dir + '/' });
-    one = await facility(db, `one_${tag}`);
-    two = await facility(db, `two_${tag}`);
+    // As facility add did at 0008 (its audit entry needs 0010): the row with its token's hash.
+    const add = async (code: string) => {
+      const token = newToken();
+      const r = await db.query<{ id: number }>(`INSERT INTO strata.facilities (code, region, token_hash, reader_role) VALUES ($1, 'test-1', $2, $3) RETURNING id`, [code, tokenHash(token), `strata_reader_${code}`]);
+      return { id: r.rows[0]!.id, token };
+    };
+    one = await add(`one_${tag}`);
+    two = await add(`two_${tag}`);
     await db.query(`INSERT INTO strata.series (facility_id, measurement, field, tags) SELECT $1, 'probe', 'v', jsonb_build_object('sensor', 'old' || g) FROM generate_series(1, 5) g`, [one.id]);
     await db.query(`INSERT INTO strata.series (facility_id, measurement, field) VALUES ($1, 'probe', 'v')`, [two.id]);
   }, 180_000);
@@ -241,7 +248,7 @@ describe.each(timescaleTargets())('series limit on $name', (target) => {
 
   it('applies 0009 with migrate and back-fills the counts of existing series', async () => {
     const r = await migrate(db, { chunkInterval: '1 day' });
-    expect(r.applied).toEqual(['0009_series_quota']);
+    expect(r.applied).toEqual(['0009_series_quota', '0010_facility_lifecycle']);
     expect(await seriesOf(db, one.id)).toEqual({ rows: 5, counted: 5 });
     expect(await seriesOf(db, two.id)).toEqual({ rows: 1, counted: 1 });
   });
