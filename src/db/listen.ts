@@ -4,6 +4,7 @@
 import pg from 'pg';
 import { errorText } from '../errors.ts';
 import type { Notifications } from './port.ts';
+import { tlsHint } from './tls.ts';
 
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
 
@@ -29,7 +30,7 @@ export async function listenOn(config: pg.ClientConfig, channel: string, on: { n
   } catch (err) {
     closing = true;
     await client.end().catch(() => {});
-    throw new Error(`cannot LISTEN ${channel}: ${errorText(err)}`, { cause: err });
+    throw new Error(`cannot LISTEN ${channel}: ${tlsHint(err) ?? errorText(err)}`, { cause: err });
   }
   return {
     async close() {

@@ -8,6 +8,7 @@ import type { Logger } from '../log.ts';
 import { redactUrl } from '../redact.ts';
 import { listenOn } from './listen.ts';
 import { sendCancel } from './pg-cancel.ts';
+import { pgConnection, tlsHint } from './tls.ts';
 import { isCopyIn, isCopyOut, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
 
 const types = {
@@ -48,7 +49,7 @@ function cut(c: pg.PoolClient): void {
 
 /** A connection failure names the target (without its password) and keeps the driver's reason. */
 function connectError(target: string, err: unknown): StrataError {
-  return new StrataError('db_connect', `cannot connect to ${target}: ${errorText(err)}`, { cause: err });
+  return new StrataError('db_connect', `cannot connect to ${target}: ${tlsHint(err) ?? errorText(err)}`, { cause: err });
 }
 
 /**
@@ -125,7 +126,7 @@ function toReadable(source: CopySource): Readable {
 export function openPg(opts: PgOptions): Db {
   const target = redactUrl(opts.url);
   const pool = new pg.Pool({
-    connectionString: opts.url,
+    ...pgConnection(opts.url),
     max: opts.max ?? 4,
     application_name: opts.applicationName ?? 'strata',
     types,
@@ -219,7 +220,7 @@ export function openPg(opts: PgOptions): Db {
         giveBack(loan);
       }
     },
-    listen: (channel, on) => listenOn({ connectionString: opts.listenUrl ?? opts.url, application_name: `${opts.applicationName ?? 'strata'} listen`, connectionTimeoutMillis: 10_000 }, channel, on),
+    listen: (channel, on) => listenOn({ ...pgConnection(opts.listenUrl ?? opts.url), application_name: `${opts.applicationName ?? 'strata'} listen`, connectionTimeoutMillis: 10_000 }, channel, on),
     close: () => pool.end(),
   };
 }

@@ -11,6 +11,7 @@
 // Imports only db/ and the ground floor (and the pg driver, for the dedicated connection).
 import pg from 'pg';
 import type { Queryable } from '../db/port.ts';
+import { pgConnection } from '../db/tls.ts';
 import { errorText } from '../errors.ts';
 
 const KEY = `hashtext('strata.chunk-jobs'), hashtext($1)`;
@@ -202,7 +203,7 @@ class ConnectionLock extends HeldLock {
   override async cancel(backend: Backend): Promise<void> {
     // The lock's own connection is gone: a short-lived one (to whichever server the URL reaches now).
     // Only the very backend that ran the step is cancelled: pid and start time both match.
-    const c = new pg.Client({ connectionString: this.url, application_name: 'strata-job-lock', connectionTimeoutMillis: this.o.checkTimeoutMs ?? 10_000, query_timeout: this.o.checkTimeoutMs ?? 10_000 });
+    const c = new pg.Client({ ...pgConnection(this.url), application_name: 'strata-job-lock', connectionTimeoutMillis: this.o.checkTimeoutMs ?? 10_000, query_timeout: this.o.checkTimeoutMs ?? 10_000 });
     c.on('error', () => {});
     try {
       await c.connect();
@@ -227,7 +228,7 @@ class ConnectionLock extends HeldLock {
 export function connectionLocks(url: string, o: LockOptions = {}): LockSource {
   return async (hypertable) => {
     const timeout = o.checkTimeoutMs ?? 10_000;
-    const client = new pg.Client({ connectionString: url, application_name: 'strata-job-lock', keepAlive: true, connectionTimeoutMillis: timeout, query_timeout: timeout });
+    const client = new pg.Client({ ...pgConnection(url), application_name: 'strata-job-lock', keepAlive: true, connectionTimeoutMillis: timeout, query_timeout: timeout });
     let onError: ((err: Error) => void) | null = () => {};
     client.on('error', onError);
     try {
