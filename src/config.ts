@@ -62,6 +62,8 @@ export const configSchema = z
     adminDatabaseUrl: databaseUrl.optional(),
     /** A direct connection (not PgBouncer in transaction mode) on which the gateway hears facility changes; default: databaseUrl. */
     notifyDatabaseUrl: databaseUrl.optional(),
+    /** The bearer token /metrics and /ready's details ask for (they name facilities and the database host). */
+    metricsToken: z.string().regex(/^[\x21-\x7e]{16,200}$/, 'must be 16 to 200 printable characters without spaces (e.g. openssl rand -hex 24)').optional(),
     region: z.string().regex(REGION, 'must be lowercase letters, digits and hyphens, such as "eu-west-1"').optional(),
     chunkInterval: interval.default('1 hour'),
     warmTablespace: tablespace.optional(),
@@ -141,6 +143,7 @@ export const ENV_NAMES: Record<Key, string> = {
   databaseUrl: 'STRATA_DATABASE_URL',
   adminDatabaseUrl: 'STRATA_ADMIN_DATABASE_URL',
   notifyDatabaseUrl: 'STRATA_NOTIFY_DATABASE_URL',
+  metricsToken: 'STRATA_METRICS_TOKEN',
   region: 'STRATA_REGION',
   chunkInterval: 'STRATA_CHUNK_INTERVAL',
   warmTablespace: 'STRATA_WARM_TABLESPACE',
@@ -266,6 +269,7 @@ export function loadConfig(opts: { env?: NodeJS.ProcessEnv; file?: string } = {}
     throw new ConfigError(problems);
   }
   const config = result.data;
+  registerSecret(config.metricsToken);
   for (const key of URL_KEYS) {
     const v = config[key as Key];
     if (typeof v === 'string') {

@@ -40,9 +40,10 @@ async function demoToken(db: Db, dir: string, region: string): Promise<string> {
   return token;
 }
 
-export function devInstructions(url: string, token: string): string {
+export function devInstructions(url: string, token: string, metricsToken: string): string {
   return [
-    `gateway: ${url}  (health: ${url}/health, metrics: ${url}/metrics)`,
+    `gateway: ${url}  (health: ${url}/health)`,
+    `metrics: curl -H 'Authorization: Bearer ${metricsToken}' ${url}/metrics`,
     '',
     'send a point:',
     `  curl -i -XPOST '${url}/api/v2/write?precision=s' -H 'Authorization: Token ${token}' --data-binary 'press,line=3 temp=71.5,running=true'`,
@@ -89,12 +90,14 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
       }
       const w = await startWorker(db, log, { policy: policyFromConfig(config), schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, archive: s3.settings, ...listenAddress(config.workerListen) });
       worker = w;
-      const gateway = await startGateway(db, log, { ...gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region), replayIntervalMs: 1_000 });
+      // /metrics names facilities: behind a token here too (STRATA_METRICS_TOKEN, else one for this run).
+      const metricsToken = config.metricsToken ?? newToken();
+      const gateway = await startGateway(db, log, { ...gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region), metricsToken, replayIntervalMs: 1_000 });
       out('');
       out(`local S3: ${s3.endpoint} (bucket ${s3.settings.bucket}, files in ${join(dir, 's3')})`);
       out(`worker: tiering then archive on "${config.tierSchedule}" (UTC); metrics: ${w.url}/metrics`);
       out('');
-      out(devInstructions(gateway.url, token));
+      out(devInstructions(gateway.url, token, metricsToken));
       await runGateway(db, gateway, log, signal, async () => {
         worker = undefined;
         await w.stop();

@@ -29,6 +29,7 @@ export function gatewayOptions(config: Config, region: string): GatewayOptions {
     maxAttempts: config.writeAttempts,
     writers: config.writers,
     ingestMode: config.ingestMode,
+    metricsToken: config.metricsToken,
     headersTimeoutMs: config.headersTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,

@@ -264,7 +264,7 @@ describe('configuration', () => {
   it('names unknown keys in the config file', () => {
     const path = file(JSON.stringify({ regoin: 'eu-west-1' }));
     const [p] = problems(() => loadConfig({ env: {}, file: path }));
-    expect(p).toMatch(/unknown setting "regoin" \(known: databaseUrl, adminDatabaseUrl, notifyDatabaseUrl, region,/);
+    expect(p).toMatch(/unknown setting "regoin" \(known: databaseUrl, adminDatabaseUrl, notifyDatabaseUrl, metricsToken, region,/);
   });
 
   it('reports a config file that is missing, not JSON, or not an object', () => {

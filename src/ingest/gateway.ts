@@ -33,6 +33,8 @@ export interface GatewayOptions extends SlowClientLimits {
   batchRows: number;
   batchAgeMs: number;
   seriesLimit: number;
+  /** STRATA_METRICS_TOKEN: the bearer token /metrics and /ready's details ask for (server.ts). */
+  metricsToken?: string | undefined;
   /** The facility directory's periodic reload, the fallback when change notifications are lost (default 30 s). */
   facilityRefreshMs?: number;
   /** Bytes of a series key (series.ts seriesKeyBytes); default 2048, under the series index's row limit. */
@@ -146,21 +148,23 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
       bodyMinBytesPerSecond: o.bodyMinBytesPerSecond,
       bodyRateWindowMs: o.bodyRateWindowMs,
       maxConnections: o.maxConnections,
-      async notReady() {
+      metricsToken: o.metricsToken,
+      async notReady(detail) {
         if (spool.wouldOverflow(1)) return `the spool is full (${spool.bytes} of ${o.spoolMaxBytes} bytes)`;
         if (!directory.loaded) {
           // Started during an outage: readiness checks retry the load, so the gateway is ready as soon as the database is.
           try {
             await directory.refresh();
           } catch (err) {
-            return `facilities not loaded yet: the database has not answered since start (${errorText(err)})`;
+            return `facilities not loaded yet: the database has not answered since start${detail ? ` (${errorText(err)})` : ''}`;
           }
         }
         // Ready means the database accepts writes: a standby or a primary turned read-only answers
         // queries but is not ready (the writer spools while it lasts).
         const state = await probeWritable(db);
         if (state.writable) return null;
-        return state.error === undefined ? state.reason : `${state.reason}: ${(state.error as Error).message}`;
+        // The database's own error names its host: only for a caller with the metrics token.
+        return state.error === undefined || !detail ? state.reason : `${state.reason}: ${(state.error as Error).message}`;
       },
   });
   const address = await listen(server, o.host, o.port).catch(async (err) => {

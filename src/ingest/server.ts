@@ -1,6 +1,7 @@
 // The HTTP receiver: InfluxDB 1.x/2.x write endpoints, the JSON endpoint, health, readiness and
 // Prometheus metrics. Authenticates before reading a body, refuses early under backpressure, and
 // answers 204 only once every accepted row is durable (committed or fsynced in the spool).
+import { timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.ts';
@@ -30,8 +31,23 @@ export interface SlowClientLimits {
 
 export interface ReceiverOptions extends SlowClientLimits {
   maxBodyBytes: number;
-  /** Readiness: database reachable and spool below its limit; a reason when not. */
-  notReady(): Promise<string | null>;
+  /** Readiness: database reachable and spool below its limit; a reason when not (`detail`: with the database's own error, which names its host). */
+  notReady(detail: boolean): Promise<string | null>;
+  /**
+   * STRATA_METRICS_TOKEN: /metrics (it names every facility) and /ready's details answer only a
+   * caller sending `Authorization: Bearer <token>`; without a token configured /metrics is refused.
+   */
+  metricsToken?: string | undefined;
+}
+
+/** Whether the request carries the operations token (compared in constant time). */
+function opsAuthorized(req: IncomingMessage, token: string | undefined): boolean {
+  if (!token) return false;
+  const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization?.trim() ?? '');
+  if (!m) return false;
+  const a = Buffer.from(m[1]!.trim());
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 type Endpoint = 'v1' | 'v2' | 'json';
@@ -191,12 +207,18 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
         send(res, 200, { status: 'ok' });
         return 'health';
       case '/ready': {
-        const reason = await opts.notReady();
+        const detail = opsAuthorized(req, opts.metricsToken);
+        const reason = await opts.notReady(detail);
         if (reason) fail(res, 503, reason, { status: 'not ready' }, { 'Retry-After': '5' });
         else send(res, 200, { status: 'ready' });
         return 'ready';
       }
       case '/metrics':
+        if (!opsAuthorized(req, opts.metricsToken)) {
+          if (opts.metricsToken) fail(res, 401, 'the metrics name every facility: send "Authorization: Bearer <STRATA_METRICS_TOKEN>"', {}, { 'WWW-Authenticate': 'Bearer' });
+          else fail(res, 403, 'the metrics name every facility, so they are served only with a token: set STRATA_METRICS_TOKEN and send "Authorization: Bearer <token>"');
+          return 'metrics';
+        }
         res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
         res.end(await metrics.registry.metrics());
         return 'metrics';

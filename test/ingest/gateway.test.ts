@@ -4,8 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb } from '../../src/db/open.ts';
 import type { Db } from '../../src/db/port.ts';
 import type { Gateway } from '../../src/ingest/gateway.ts';
+import { freePort, urlFor } from '../support/cluster.ts';
 import { cluster, createDatabase, type TestDatabase } from '../support/databases.ts';
-import { count, facility, gateway, plainSchema, post, stored } from '../support/gateway.ts';
+import { METRICS_AUTH, METRICS_TOKEN, count, facility, gateway, plainSchema, post, stored } from '../support/gateway.ts';
 
 let t: TestDatabase;
 let admin: Db;
@@ -175,7 +176,7 @@ describe('ingest gateway through PgBouncer', () => {
     expect((await fetch(`${gw.url}/health`)).status).toBe(200);
     const ready = await fetch(`${gw.url}/ready`);
     expect(ready.status).toBe(200);
-    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    const text = await (await fetch(`${gw.url}/metrics`, { headers: METRICS_AUTH })).text();
     for (const name of [
       'strata_ingest_rows_received_total{facility="north"}',
       'strata_ingest_rows_committed_total{facility="north"}',
@@ -193,5 +194,40 @@ describe('ingest gateway through PgBouncer', () => {
     expect(committed).toBe(await count(admin, `facility_id = ${tokens.south!.id}`));
     expect((await fetch(`${gw.url}/nope`)).status).toBe(404);
     expect((await fetch(`${gw.url}/write`)).status).toBe(405);
+  });
+
+  it('shows anonymous callers no facility code and no database host: /metrics wants the metrics token, /ready keeps its details', async () => {
+    for (const headers of [{}, { Authorization: 'Bearer wrong-token-0123456789' }, { Authorization: `Token ${tokens.north!.token}` }] as Record<string, string>[]) {
+      const r = await fetch(`${gw.url}/metrics`, { headers });
+      const text = await r.text();
+      expect(r.status).toBe(401);
+      expect(r.headers.get('www-authenticate')).toBe('Bearer');
+      expect(JSON.parse(text)).toMatchObject({ message: 'the metrics name every facility: send "Authorization: Bearer <STRATA_METRICS_TOKEN>"' });
+      expect(text).not.toMatch(/north|south/);
+    }
+    // Without a token configured the metrics are not served at all.
+    const bare = await gateway(admin, { metricsToken: undefined });
+    try {
+      const r = await fetch(`${bare.url}/metrics`, { headers: METRICS_AUTH });
+      expect(r.status).toBe(403);
+      expect(((await r.json()) as { message: string }).message).toMatch(/set STRATA_METRICS_TOKEN/);
+    } finally {
+      await bare.stop();
+    }
+    // A database that cannot be reached: anonymous /ready says so, the metrics token also gets the database's own error (its host).
+    const gone = await openDb(urlFor(await freePort(), 'nowhere'), { max: 1 });
+    const down = await gateway(gone, { metricsToken: METRICS_TOKEN });
+    try {
+      const anonymous = await fetch(`${down.url}/ready`);
+      const text = await anonymous.text();
+      expect(anonymous.status).toBe(503);
+      expect(text).toContain('facilities not loaded yet: the database has not answered since start');
+      expect(text).not.toMatch(/127\.0\.0\.1|nowhere|ECONNREFUSED/);
+      const detailed = await (await fetch(`${down.url}/ready`, { headers: METRICS_AUTH })).text();
+      expect(detailed).toMatch(/facilities not loaded yet: the database has not answered since start \(.*127\.0\.0\.1.*\)/);
+    } finally {
+      await down.stop();
+      await gone.close();
+    }
   });
 });

@@ -14,7 +14,7 @@ import type { Db } from '../../src/db/port.ts';
 import { strata } from '../support/child.ts';
 import { freePort } from '../support/cluster.ts';
 import { cluster, createDatabase, type TestDatabase } from '../support/databases.ts';
-import { facility, plainSchema, post, tempDir } from '../support/gateway.ts';
+import { METRICS_AUTH, METRICS_TOKEN, facility, plainSchema, post, tempDir } from '../support/gateway.ts';
 import { PgProxy } from '../support/pg-proxy.ts';
 import { sleep, until } from '../support/wait.ts';
 
@@ -73,6 +73,7 @@ class Serve {
       ...process.env,
       STRATA_DATABASE_URL: o.dbUrl,
       STRATA_REGION: 'test-1',
+      STRATA_METRICS_TOKEN: METRICS_TOKEN,
       STRATA_LISTEN: `127.0.0.1:${port}`,
       STRATA_BATCH_AGE_MS: '20',
       STRATA_WRITERS: '2',
@@ -177,7 +178,7 @@ function fresh(base: string, path: string, o: { method?: string; body?: string; 
 }
 
 async function scrape(base: string): Promise<string> {
-  const r = await fresh(base, '/metrics');
+  const r = await fresh(base, '/metrics', { headers: METRICS_AUTH });
   if (r.status !== 200) throw new Error(`/metrics answered ${r.status}: ${r.text}`);
   return r.text;
 }

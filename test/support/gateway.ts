@@ -33,8 +33,13 @@ export function tempDir(prefix = 'strata-spool-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
+/** The metrics token test gateways are started with (STRATA_METRICS_TOKEN), and the header that sends it. */
+export const METRICS_TOKEN = 'test-metrics-token-0123456789';
+export const METRICS_AUTH = { Authorization: `Bearer ${METRICS_TOKEN}` };
+
 export async function gateway(db: Db, o: Partial<GatewayOptions> = {}, log: Logger = silentLogger): Promise<Gateway> {
   return startGateway(db, log, {
+    metricsToken: METRICS_TOKEN,
     region: 'test-1',
     host: '127.0.0.1',
     port: 0,
