@@ -1,4 +1,5 @@
 // A `strata serve` child process for benchmarks, with its CPU time and peak RSS read from /proc.
+import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -25,8 +26,10 @@ function freePort(): Promise<number> {
 
 export async function startGatewayProcess(env: Record<string, string>, nodeArgs: string[] = []): Promise<GatewayProcess> {
   const port = await freePort();
+  // The harness reads the gateway's counters from /metrics, which wants a token.
+  const metricsToken = `bench-${randomBytes(12).toString('hex')}`;
   const child = spawn(process.execPath, [...nodeArgs, join(import.meta.dirname, '../../bin/strata.js'), 'serve'], {
-    env: { ...process.env, STRATA_LISTEN: `127.0.0.1:${port}`, STRATA_LOG_LEVEL: 'warn', STRATA_GATEWAY_PROCESSES: '1', ...env },
+    env: { ...process.env, STRATA_LISTEN: `127.0.0.1:${port}`, STRATA_LOG_LEVEL: 'warn', STRATA_GATEWAY_PROCESSES: '1', STRATA_METRICS_TOKEN: metricsToken, ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
@@ -44,7 +47,7 @@ export async function startGatewayProcess(env: Record<string, string>, nodeArgs:
       return { cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100, peakRssMiB: Math.round(Number(hwm) / 1024) };
     },
     async counter(name) {
-      const text = await (await fetch(`${url}/metrics`)).text();
+      const text = await (await fetch(`${url}/metrics`, { headers: { Authorization: `Bearer ${metricsToken}` } })).text();
       return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
     },
     stop() {
