@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { StrataError, errorText, sqlState } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { Db } from './port.ts';
+import { ensureRoles } from './roles.ts';
 import { boundRollupWindow } from './rollup-window.ts';
 
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
@@ -206,6 +207,7 @@ export async function migrate(db: Db, opts: MigrateOptions): Promise<MigrateResu
   for (const t of tablespaces) if (!/^[a-z_][a-z0-9_]{0,62}$/.test(t)) throw new StrataError('tablespace_name', `invalid tablespace name ${JSON.stringify(t)}`);
   await checkTablespacesExist(db, tablespaces);
   await ensureTimescale(db);
+  await ensureRoles(db); // before 0001, which would race another database's migration for them
 
   await db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_KEY]);

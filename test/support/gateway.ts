@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Db } from '../../src/db/port.ts';
+import { ensureRoles } from '../../src/db/roles.ts';
 import { addFacility } from '../../src/facilities/registry.ts';
 import { startGateway, type Gateway, type GatewayOptions } from '../../src/ingest/gateway.ts';
 import { silentLogger, type Logger } from '../../src/log.ts';
@@ -13,6 +14,7 @@ const sql = (name: string) => readFileSync(join(import.meta.dirname, '../../sql'
 /** The schema of sql/ with strata.metrics as a plain table (native PostgreSQL has no TimescaleDB). */
 export async function plainSchema(db: Db): Promise<void> {
   await db.exec('CREATE SCHEMA IF NOT EXISTS strata');
+  await ensureRoles(db);
   await db.exec(sql('0001_roles.sql'));
   await db.exec(sql('0002_catalog.sql'));
   await db.exec(`CREATE TABLE strata.metrics (time timestamptz NOT NULL, facility_id integer NOT NULL, series_id integer NOT NULL, value double precision);
