@@ -64,6 +64,14 @@ export const configSchema = z
     notifyDatabaseUrl: databaseUrl.optional(),
     /** The bearer token /metrics and /ready's details ask for (they name facilities and the database host). */
     metricsToken: z.string().regex(/^[\x21-\x7e]{16,200}$/, 'must be 16 to 200 printable characters without spaces (e.g. openssl rand -hex 24)').optional(),
+    // TLS on the gateway (src/ingest/tls.ts): PEM files, read at start and again on SIGHUP.
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
+    /** Clients must present a certificate this CA signed. */
+    tlsCa: z.string().min(1).optional(),
+    tlsMinVersion: z.enum(['1.2', '1.3'], { error: 'must be 1.3 (the default) or 1.2 (for collectors that cannot speak 1.3)' }).default('1.3'),
+    /** Plain HTTP on the TLS port too; otherwise it is answered 400 and closed. */
+    tlsAllowPlain: z.union([z.boolean(), z.stringbool()], { error: 'must be 1 or 0 (true or false)' }).default(false),
     region: z.string().regex(REGION, 'must be lowercase letters, digits and hyphens, such as "eu-west-1"').optional(),
     chunkInterval: interval.default('1 hour'),
     warmTablespace: tablespace.optional(),
@@ -133,7 +141,11 @@ export const configSchema = z
   .refine((c) => c.maxQueueBytes >= c.maxBodyBytes, {
     path: ['maxQueueBytes'],
     message: 'must be at least STRATA_MAX_BODY_BYTES, or a request of the largest accepted size could never be queued',
-  });
+  })
+  .refine((c) => !c.tlsKey || c.tlsCert, { path: ['tlsKey'], message: 'needs STRATA_TLS_CERT too (the certificate of this key)' })
+  .refine((c) => !c.tlsCert || c.tlsKey, { path: ['tlsCert'], message: 'needs STRATA_TLS_KEY too (the private key of this certificate)' })
+  .refine((c) => !c.tlsCa || c.tlsCert, { path: ['tlsCa'], message: 'asks clients for certificates over TLS, so it needs STRATA_TLS_CERT and STRATA_TLS_KEY too' })
+  .refine((c) => !c.tlsAllowPlain || c.tlsCert, { path: ['tlsAllowPlain'], message: 'allows plain HTTP beside TLS, so it needs STRATA_TLS_CERT and STRATA_TLS_KEY too' });
 
 export type Config = z.infer<typeof configSchema>;
 type Key = keyof Config;
@@ -144,6 +156,11 @@ export const ENV_NAMES: Record<Key, string> = {
   adminDatabaseUrl: 'STRATA_ADMIN_DATABASE_URL',
   notifyDatabaseUrl: 'STRATA_NOTIFY_DATABASE_URL',
   metricsToken: 'STRATA_METRICS_TOKEN',
+  tlsCert: 'STRATA_TLS_CERT',
+  tlsKey: 'STRATA_TLS_KEY',
+  tlsCa: 'STRATA_TLS_CA',
+  tlsMinVersion: 'STRATA_TLS_MIN_VERSION',
+  tlsAllowPlain: 'STRATA_TLS_ALLOW_PLAIN',
   region: 'STRATA_REGION',
   chunkInterval: 'STRATA_CHUNK_INTERVAL',
   warmTablespace: 'STRATA_WARM_TABLESPACE',

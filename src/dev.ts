@@ -11,11 +11,11 @@ import { addFacility } from './facilities/registry.ts';
 import { newToken, tokenHash } from './facilities/secrets.ts';
 import { DEV_REGION, startLocalS3 } from './backup/local-s3.ts';
 import { listenAddress } from './config.ts';
-import { startGateway } from './ingest/gateway.ts';
+import { startGateway, type Gateway } from './ingest/gateway.ts';
 import { policyFromConfig } from './tiering/policy.ts';
 import { startWorker, type Worker } from './worker.ts';
 import type { Logger } from './log.ts';
-import { gatewayOptions, runGateway, untilSignal } from './serve.ts';
+import { gatewayOptions, reloadTlsOnSighup, runGateway, untilSignal } from './serve.ts';
 import { serveCommands, type CommandRunner, type CommandSocket } from './dev-socket.ts';
 import { formatStatus, readStatus } from './status.ts';
 
@@ -40,13 +40,21 @@ async function demoToken(db: Db, dir: string, region: string): Promise<string> {
   return token;
 }
 
-export function devInstructions(url: string, token: string, metricsToken: string): string {
+/** With TLS: the gateway's certificate (clients trust it, or the CA that signed it) and the client CA, if any. */
+export interface DevTls {
+  certFile: string;
+  clientCaFile?: string | undefined;
+}
+
+export function devInstructions(url: string, token: string, metricsToken: string, tls?: DevTls): string {
+  // curl checks the gateway's certificate against the file it is given; with a client CA it presents its own.
+  const curlTls = tls ? ` --cacert ${tls.certFile}${tls.clientCaFile ? ' --cert client.pem --key client-key.pem' : ''}` : '';
   return [
     `gateway: ${url}  (health: ${url}/health)`,
-    `metrics: curl -H 'Authorization: Bearer ${metricsToken}' ${url}/metrics`,
+    `metrics: curl${curlTls} -H 'Authorization: Bearer ${metricsToken}' ${url}/metrics`,
     '',
     'send a point:',
-    `  curl -i -XPOST '${url}/api/v2/write?precision=s' -H 'Authorization: Token ${token}' --data-binary 'press,line=3 temp=71.5,running=true'`,
+    `  curl${curlTls} -i -XPOST '${url}/api/v2/write?precision=s' -H 'Authorization: Token ${token}' --data-binary 'press,line=3 temp=71.5,running=true'`,
     '',
     'Telegraf (outputs.influxdb_v2):',
     '  [[outputs.influxdb_v2]]',
@@ -54,6 +62,13 @@ export function devInstructions(url: string, token: string, metricsToken: string
     `    token = "${token}"`,
     '    organization = "strata"',
     '    bucket = "metrics"',
+    ...(tls
+      ? [
+          `    tls_ca = "${tls.certFile}"  # the gateway's certificate, or the CA that signed it`,
+          ...(tls.clientCaFile ? [`    tls_cert = "client.pem"  # a client certificate signed by ${tls.clientCaFile} (STRATA_TLS_CA)`, '    tls_key = "client-key.pem"'] : []),
+          '    # insecure_skip_verify = true  skips checking the gateway\'s certificate: a first test only, never in production',
+        ]
+      : []),
     '',
     'stop with Ctrl-C (pending rows are flushed first)',
   ].join('\n');
@@ -80,6 +95,8 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
     const token = await demoToken(db, dir, region);
     out(formatStatus(await readStatus(db)));
     const signal = untilSignal(log);
+    let gateway: Gateway | undefined;
+    const stopReloading = reloadTlsOnSighup(config, () => gateway, log);
     const s3 = await startLocalS3({ ...config, region }, join(dir, 's3'), listenAddress(config.devS3Listen));
     let worker: Worker | undefined;
     let socket: CommandSocket | undefined;
@@ -92,13 +109,15 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
       worker = w;
       // /metrics names facilities: behind a token here too (STRATA_METRICS_TOKEN, else one for this run).
       const metricsToken = config.metricsToken ?? newToken();
-      const gateway = await startGateway(db, log, { ...gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region), metricsToken, replayIntervalMs: 1_000 });
+      const options = gatewayOptions({ ...config, spoolDir: config.spoolDir ?? join(dir, 'spool') }, region);
+      const g = await startGateway(db, log, { ...options, metricsToken, replayIntervalMs: 1_000 });
+      gateway = g;
       out('');
       out(`local S3: ${s3.endpoint} (bucket ${s3.settings.bucket}, files in ${join(dir, 's3')})`);
       out(`worker: tiering then archive on "${config.tierSchedule}" (UTC); metrics: ${w.url}/metrics`);
       out('');
-      out(devInstructions(gateway.url, token, metricsToken));
-      await runGateway(db, gateway, log, signal, async () => {
+      out(devInstructions(g.url, token, metricsToken, options.tls && { certFile: options.tls.certFile, clientCaFile: options.tls.caFile }));
+      await runGateway(db, g, log, signal, async () => {
         worker = undefined;
         await w.stop();
         // Commands still running finish before the database closes.
@@ -111,6 +130,7 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
       await socket?.close().catch(() => {});
       throw err;
     } finally {
+      stopReloading();
       await s3.stop();
     }
   } catch (err) {

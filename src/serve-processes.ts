@@ -34,7 +34,7 @@ import { startGateway, type Gateway } from './ingest/gateway.ts';
 import { adoptStranded, processSpoolDir } from './ingest/spool-adopt.ts';
 import { acquireLock, releaseLock } from './ingest/spool-lock.ts';
 import type { Logger } from './log.ts';
-import { gatewayOptions, serve } from './serve.ts';
+import { gatewayOptions, reloadTlsOnSighup, serve } from './serve.ts';
 
 /** Set by the primary in each process it forks: the process's index (its spool subdirectory). */
 export const INDEX_ENV = 'STRATA_GATEWAY_PROCESS_INDEX';
@@ -153,6 +153,8 @@ async function runProcess(config: Config, parentLog: Logger, index: number): Pro
   const asked = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
   let gateway: Gateway | undefined;
   let db: Db | undefined;
+  // The primary forwards its SIGHUP to every process.
+  const stopReloading = reloadTlsOnSighup(config, () => gateway, log);
   const onMessage = (m: unknown) => {
     if (!isMessage(m)) return;
     const msg = m as Down;
@@ -213,6 +215,7 @@ async function runProcess(config: Config, parentLog: Logger, index: number): Pro
       await db.close().catch((err) => log.warn('closing the database failed', { error: err }));
     }
   } finally {
+    stopReloading();
     process.off('message', onMessage);
     for (const a of asked.values()) clearTimeout(a.timer);
     // The IPC channel would keep the process alive; once it is closed the process exits with main()'s status.
@@ -400,13 +403,20 @@ function supervise(config: Config, log: Logger, out: (text: string) => void, o: 
     log.warn(`second ${sig}: killing the gateway processes now (what they acknowledged is committed or in their spools)`, { signal: sig });
     for (const s of slots) s.worker?.process.kill('SIGKILL');
   };
+  // SIGHUP: every process reads the TLS files again (serve.ts reloadTlsOnSighup).
+  const onHangup = () => {
+    log.info('SIGHUP received; the gateway processes read their TLS files again', { processes: slots.filter((s) => s.worker).length });
+    for (const s of slots) s.worker?.process.kill('SIGHUP');
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  if (config.tlsCert) process.on('SIGHUP', onHangup);
   for (const s of slots) fork(s);
 
   return finished.then(() => {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
+    process.off('SIGHUP', onHangup);
     if (startupError) throw new StrataError('gateway_start', startupError);
     if (forced) throw new StrataError('gateway_killed', `gateway processes killed by a second ${forced}`, { exitCode: 128 + (NUMBERS[forced] ?? 15) });
     if (stopFailures.length) throw new StrataError('gateway_stop', stopFailures.join('; '));

@@ -30,6 +30,9 @@ export function gatewayOptions(config: Config, region: string): GatewayOptions {
     writers: config.writers,
     ingestMode: config.ingestMode,
     metricsToken: config.metricsToken,
+    ...(config.tlsCert && config.tlsKey
+      ? { tls: { certFile: resolve(config.tlsCert), keyFile: resolve(config.tlsKey), caFile: config.tlsCa && resolve(config.tlsCa), minVersion: config.tlsMinVersion === '1.2' ? ('TLSv1.2' as const) : ('TLSv1.3' as const), allowPlain: config.tlsAllowPlain } }
+      : {}),
     headersTimeoutMs: config.headersTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
@@ -53,6 +56,26 @@ export function untilSignal(log: Logger): Promise<string> {
 }
 
 /**
+ * SIGHUP reads the gateway's TLS files again (new connections get the new certificate; open ones keep
+ * theirs). Installed only with TLS configured, and before the gateway starts: a SIGHUP meanwhile is
+ * then ignored (the files are read at start anyway) instead of ending the process. Returns the removal.
+ */
+export function reloadTlsOnSighup(config: Config, gateway: () => Gateway | undefined, log: Logger): () => void {
+  if (!config.tlsCert) return () => {};
+  const on = () => {
+    const g = gateway();
+    if (!g) return void log.info('SIGHUP before the gateway listens: its TLS files are read as it starts');
+    try {
+      g.reloadTls();
+    } catch (err) {
+      log.error('TLS reload failed: still serving the previous certificate', { error: err });
+    }
+  };
+  process.on('SIGHUP', on);
+  return () => process.off('SIGHUP', on);
+}
+
+/**
  * Runs the gateway until `signal` (from untilSignal(), taken before the gateway announces itself, so
  * a signal sent right after the announcement is never missed), then flushes and closes.
  */
@@ -71,17 +94,22 @@ export async function serve(config: Config, log: Logger, out: (text: string) => 
   const url = requireSetting(config, 'databaseUrl', 'for strata serve (the gateway writes through PgBouncer)');
   const region = requireSetting(config, 'region', 'for strata serve (the gateway accepts only facilities of its region)');
   const signal = untilSignal(log);
+  let gateway: Gateway | undefined;
+  const stopReloading = reloadTlsOnSighup(config, () => gateway, log);
   // The statement ceiling only frees connections PgBouncer holds while its server is down; the
   // writer's own (adaptive) deadline decides when a batch is retried or spooled.
   const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: Math.max(30_000, 2 * config.writeTimeoutMs), ...(config.notifyDatabaseUrl ? { listenUrl: config.notifyDatabaseUrl } : {}) });
-  let gateway: Gateway;
   try {
-    // STRATA_BENCH_DISCARD (benchmark only): only `strata serve` honours it, never `strata dev`.
-    gateway = await startGateway(db, log, { ...gatewayOptions(config, region), ...(config.benchDiscard ? { discardRows: true } : {}) });
-  } catch (err) {
-    await db.close();
-    throw err;
+    try {
+      // STRATA_BENCH_DISCARD (benchmark only): only `strata serve` honours it, never `strata dev`.
+      gateway = await startGateway(db, log, { ...gatewayOptions(config, region), ...(config.benchDiscard ? { discardRows: true } : {}) });
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+    out(`strata serve: region ${region}, listening on ${gateway.url}, ${config.benchDiscard ? `DISCARDING rows (STRATA_BENCH_DISCARD, benchmark only; catalog in ${db.target})` : `writing to ${db.target}`}`);
+    await runGateway(db, gateway, log, signal);
+  } finally {
+    stopReloading();
   }
-  out(`strata serve: region ${region}, listening on ${gateway.url}, ${config.benchDiscard ? `DISCARDING rows (STRATA_BENCH_DISCARD, benchmark only; catalog in ${db.target})` : `writing to ${db.target}`}`);
-  await runGateway(db, gateway, log, signal);
 }

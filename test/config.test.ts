@@ -50,6 +50,8 @@ describe('configuration', () => {
       archiveAfter: '18 months',
       tierSchedule: '17 * * * *',
       tierLockTimeoutMs: 5_000,
+      tlsMinVersion: '1.3',
+      tlsAllowPlain: false,
       workerListen: '127.0.0.1:9465',
       tierColdMerge: '1 day',
       tierHotCompactAfter: '1 hour',
@@ -138,6 +140,8 @@ describe('configuration', () => {
       tierWindow: '01:00-05:00',
       tierSchedule: '*/10 * * * *',
       tierLockTimeoutMs: 2_000,
+      tlsMinVersion: '1.3',
+      tlsAllowPlain: false,
       workerListen: '9465',
       archiveBuckets: 'eu-west-1=strata-eu, us-east-1=strata.us',
       archivePrefix: 'archive/v1',
@@ -264,7 +268,7 @@ describe('configuration', () => {
   it('names unknown keys in the config file', () => {
     const path = file(JSON.stringify({ regoin: 'eu-west-1' }));
     const [p] = problems(() => loadConfig({ env: {}, file: path }));
-    expect(p).toMatch(/unknown setting "regoin" \(known: databaseUrl, adminDatabaseUrl, notifyDatabaseUrl, metricsToken, region,/);
+    expect(p).toMatch(/unknown setting "regoin" \(known: databaseUrl, adminDatabaseUrl, notifyDatabaseUrl, metricsToken, tlsCert, tlsKey, tlsCa, tlsMinVersion, tlsAllowPlain, region,/);
   });
 
   it('reports a config file that is missing, not JSON, or not an object', () => {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb } from '../src/db/open.ts';
 import { pgConnection } from '../src/db/tls.ts';
 import { jobLocks } from '../src/jobs/lock.ts';
+import { makeCa, issue } from './support/certificates.ts';
 import { Cluster, urlFor } from './support/cluster.ts';
 import { until } from './support/wait.ts';
 
@@ -17,15 +18,11 @@ let ca = '';
 let otherCa = '';
 const DB = 'strata_tls_only';
 
-const openssl = (args: string[], cwd: string) => execFileSync('openssl', args, { cwd, stdio: 'pipe' });
-
 /** A CA and a server certificate it signed naming only "localhost" (not 127.0.0.1: the host-name check has something to refuse). */
 function certificates(dir: string): void {
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=Strata test CA'], dir);
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=Another CA'], dir);
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost'], dir);
-  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=DNS:localhost\n');
-  openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'san.ext'], dir);
+  const root = makeCa(dir, 'ca', 'Strata test CA');
+  makeCa(dir, 'other', 'Another CA');
+  issue(dir, root, 'server', 'localhost', 'DNS:localhost');
 }
 
 const url = (host: string, params: Record<string, string>, database = DB) => {

@@ -9,6 +9,7 @@ import { createServer } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { openPglite } from '../src/db/pglite.ts';
+import { issue, makeCa } from './support/certificates.ts';
 import { freePort } from './support/cluster.ts';
 
 const bin = join(import.meta.dirname, '../bin/strata.js');
@@ -75,13 +76,19 @@ describe('strata dev', () => {
       await db.close();
     }
 
-    // A restart reuses the database and token; the demo facility follows a changed region.
-    const second = startDev({ ...env, STRATA_BATCH_AGE_MS: '50', STRATA_REGION: 'eu-west-1' });
+    // A restart reuses the database and token; the demo facility follows a changed region. With
+    // TLS files the gateway speaks HTTPS and the printed curl and Telegraf settings trust its certificate.
+    const ca = makeCa(dir, 'ca', 'Strata dev test CA');
+    const cert = issue(dir, ca, 'gateway', 'localhost', 'DNS:localhost,IP:127.0.0.1');
+    const second = startDev({ ...env, STRATA_BATCH_AGE_MS: '50', STRATA_REGION: 'eu-west-1', STRATA_TLS_CERT: cert.crt, STRATA_TLS_KEY: cert.key });
     const again = await second.ready;
     expect(again).toContain('schema up to date');
     expect(again).toContain(`Token ${token}`);
-    const res = await fetch(`${url}/api/v2/write?precision=s`, { method: 'POST', headers: { Authorization: `Token ${token}` }, body: 'press,line=4 temp=70 1763719200' });
-    expect(res.status).toBe(204);
+    expect(again).toContain(`urls = ["https://127.0.0.1:${port}"]`);
+    expect(again).toContain(`tls_ca = "${cert.crt}"`);
+    const tlsCurl = /^\s*(curl .*)$/m.exec(again)![1]!;
+    expect(tlsCurl).toContain(`--cacert ${cert.crt}`);
+    expect((await promisify(exec)(`${tlsCurl} -s -o /dev/null -w '%{http_code}'`)).stdout).toBe('204');
     second.child.kill('SIGINT');
     expect(await second.exit).toBe('0');
   }, 180_000);

@@ -18,6 +18,7 @@ import { Replayer } from './replayer.ts';
 import { DEFAULT_MAX_SERIES_KEY_BYTES, SeriesCatalog } from './series.ts';
 import { createReceiver, type SlowClientLimits } from './server.ts';
 import { Spool } from './spool.ts';
+import { loadTls, type TlsMaterial, type TlsSettings } from './tls.ts';
 import type { TimeWindow } from './time-window.ts';
 import { Writer } from './writer.ts';
 
@@ -35,6 +36,8 @@ export interface GatewayOptions extends SlowClientLimits {
   seriesLimit: number;
   /** STRATA_METRICS_TOKEN: the bearer token /metrics and /ready's details ask for (server.ts). */
   metricsToken?: string | undefined;
+  /** HTTPS with these PEM files (tls.ts); read at start, again by Gateway.reloadTls(). */
+  tls?: TlsSettings | undefined;
   /** The facility directory's periodic reload, the fallback when change notifications are lost (default 30 s). */
   facilityRefreshMs?: number;
   /** Bytes of a series key (series.ts seriesKeyBytes); default 2048, under the series index's row limit. */
@@ -97,8 +100,19 @@ export interface Gateway {
   readonly facilities: FacilityDirectory;
   readonly replayer: Replayer;
   readonly ingestor: Ingestor;
+  /** The certificate served (undefined without TLS). */
+  readonly tls: TlsMaterial | undefined;
+  /**
+   * Reads the TLS files again and serves the new certificate to new connections; open ones keep
+   * theirs. Throws (and keeps serving the old certificate) when the new files are unusable.
+   */
+  reloadTls(): TlsMaterial;
   /** Stop accepting, flush every batcher, spool what the database cannot take, close. */
   stop(): Promise<void>;
+}
+
+function describeTls(m: TlsMaterial, s: TlsSettings): Record<string, unknown> {
+  return { subject: m.subject, notAfter: m.notAfter.toISOString(), fingerprint256: m.fingerprint256, minVersion: s.minVersion, clientCertificates: m.clientCertificates, allowPlain: s.allowPlain };
 }
 
 function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
@@ -112,6 +126,8 @@ function listen(server: Server, host: string, port: number): Promise<AddressInfo
 
 export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Promise<Gateway> {
   const metrics = createIngestMetrics({ defaults: o.defaultMetrics ?? true });
+  // Unusable TLS files stop the start before anything is opened.
+  let tls = o.tls ? loadTls(o.tls) : undefined;
   const spool = await Spool.open({ dir: o.spoolDir, maxBytes: o.spoolMaxBytes, logger: log.child({ component: 'spool' }) });
   const directory = new FacilityDirectory(db, o.region, log, { listen: (channel, on) => db.listen(channel, on), ...(o.facilityRefreshMs ? { refreshMs: o.facilityRefreshMs } : {}) });
   try {
@@ -149,6 +165,7 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
       bodyRateWindowMs: o.bodyRateWindowMs,
       maxConnections: o.maxConnections,
       metricsToken: o.metricsToken,
+      tls: tls && { material: tls, allowPlain: o.tls!.allowPlain },
       async notReady(detail) {
         if (spool.wouldOverflow(1)) return `the spool is full (${spool.bytes} of ${o.spoolMaxBytes} bytes)`;
         if (!directory.loaded) {
@@ -175,11 +192,17 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
   replayer.start();
   if (!spool.empty) log.info('spool holds batches from an earlier run; replaying', { bytes: spool.bytes });
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  log.info('gateway listening', { url: `http://${host}:${address.port}`, region: o.region, facilities: directory.size });
+  const scheme = tls ? 'https' : 'http';
+  log.info('gateway listening', {
+    url: `${scheme}://${host}:${address.port}`,
+    region: o.region,
+    facilities: directory.size,
+    ...(tls ? { tls: describeTls(tls, o.tls!) } : {}),
+  });
 
   let stopping: Promise<void> | null = null;
   return {
-    url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`,
+    url: `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`,
     metrics,
     spool,
     writer,
@@ -187,6 +210,17 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
     facilities: directory,
     replayer,
     ingestor,
+    get tls() {
+      return tls;
+    },
+    reloadTls() {
+      if (!o.tls) throw new StrataError('tls_reload', 'TLS is not configured (STRATA_TLS_CERT, STRATA_TLS_KEY): nothing to reload');
+      const next = loadTls(o.tls);
+      (server as unknown as { setSecureContext(options: TlsMaterial['context']): void }).setSecureContext(next.context);
+      tls = next;
+      log.info('TLS certificate reloaded', describeTls(next, o.tls));
+      return next;
+    },
     stop() {
       stopping ??= (async () => {
         log.info('gateway stopping: flushing batches');

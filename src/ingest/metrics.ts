@@ -50,7 +50,7 @@ export function createIngestMetrics(opts: { defaults?: boolean } = {}) {
     seriesCreated: c('strata_ingest_series_created_total', 'Series added to the catalog'),
     connectionsCut: c(
       'strata_ingest_connections_cut_total',
-      'Connections the gateway closed for being slow or idle, or refused at the connection cap, by reason (headers, idle, idle_first, body_idle, body_rate, request, max_connections)',
+      'Connections the gateway closed for being slow or idle, or refused at the connection cap, by reason (headers, idle, idle_first, body_idle, body_rate, request, max_connections, tls: a failed or slow TLS handshake, plain_http: plain HTTP on a TLS port)',
       ['reason'],
     ),
   };

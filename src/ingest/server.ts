@@ -2,7 +2,8 @@
 // Prometheus metrics. Authenticates before reading a body, refuses early under backpressure, and
 // answers 204 only once every accepted row is durable (committed or fsynced in the spool).
 import { timingSafeEqual } from 'node:crypto';
-import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.ts';
 import type { FacilityDirectory } from './auth.ts';
@@ -12,6 +13,7 @@ import type { AcceptResult, Ingestor, Prepared } from './ingestor.ts';
 import { parseJsonMetrics } from './json.ts';
 import type { Precision } from './lineprotocol.ts';
 import type { IngestMetrics } from './metrics.ts';
+import { looksLikeTls, type TlsMaterial } from './tls.ts';
 
 /** What slow and idle clients may hold (defaults in SLOW_CLIENT_DEFAULTS; see cutSlowClients()). */
 export interface SlowClientLimits {
@@ -38,6 +40,8 @@ export interface ReceiverOptions extends SlowClientLimits {
    * caller sending `Authorization: Bearer <token>`; without a token configured /metrics is refused.
    */
   metricsToken?: string | undefined;
+  /** HTTPS (tls.ts); reload with `server.setSecureContext(material.context)`. */
+  tls?: { material: TlsMaterial; allowPlain: boolean } | undefined;
 }
 
 /** Whether the request carries the operations token (compared in constant time). */
@@ -77,7 +81,7 @@ export const SLOW_CLIENT_DEFAULTS = {
   requestTimeoutMs: 120_000,
   maxConnections: 4_096,
 };
-export type CutReason = 'headers' | 'idle' | 'idle_first' | 'body_idle' | 'body_rate' | 'request' | 'max_connections';
+export type CutReason = 'headers' | 'idle' | 'idle_first' | 'body_idle' | 'body_rate' | 'request' | 'max_connections' | 'tls' | 'plain_http';
 
 function send(res: ServerResponse, status: number, body?: unknown, headers: Record<string, string> = {}): void {
   if (res.headersSent) return;
@@ -238,15 +242,14 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
     }
   }
 
-  const server = createServer(
-    {
-      requestTimeout: requestTimeoutMs,
-      headersTimeout: limits.headersTimeoutMs,
-      keepAliveTimeout: limits.idleTimeoutMs,
-      // Node checks the headers and request deadlines this often (30 s by default).
-      connectionsCheckingInterval: Math.max(20, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 5))),
-    },
-    (req, res) => {
+  const httpOptions: ServerOptions = {
+    requestTimeout: requestTimeoutMs,
+    headersTimeout: limits.headersTimeoutMs,
+    keepAliveTimeout: limits.idleTimeoutMs,
+    // Node checks the headers and request deadlines this often (30 s by default).
+    connectionsCheckingInterval: Math.max(20, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 5))),
+  };
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
     route(req, res)
       .then((endpoint) => metrics.requests.inc({ endpoint, status: String(res.statusCode) }))
       .catch((err: unknown) => {
@@ -264,10 +267,62 @@ export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor,
         });
         req.resume();
       });
+  };
+  if (!opts.tls) {
+    const server = createServer(httpOptions, handle);
+    cutSlowClients(server, limits, requestTimeoutMs, cut, log, 'connection');
+    return server;
+  }
+  const { material, allowPlain } = opts.tls;
+  const server = createHttpsServer(
+    {
+      ...httpOptions,
+      ...material.context,
+      requestCert: material.clientCertificates,
+      rejectUnauthorized: material.clientCertificates,
+      // A TLS handshake not done in time is cut as a slow header would be.
+      handshakeTimeout: limits.headersTimeoutMs,
     },
+    handle,
   );
-  cutSlowClients(server, limits, requestTimeoutMs, cut, log);
+  // HTTP is served on the decrypted socket ('secureConnection'), so keep-alive expiries are seen there.
+  cutSlowClients(server, limits, requestTimeoutMs, cut, log, 'secureConnection');
+  sniffPlainHttp(server, allowPlain, limits.headersTimeoutMs, cut);
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => cut('tls', socket, err.code ?? err.message));
   return server;
+}
+
+/**
+ * A TLS port's first byte tells TLS (a handshake record) from plain HTTP: TLS goes on to the
+ * handshake; plain HTTP is served as on an HTTP port when `allowPlain`, otherwise answered 400
+ * saying to use https:// and closed. A connection that sends nothing is closed after `silentMs`.
+ */
+function sniffPlainHttp(server: Server, allowPlain: boolean, silentMs: number, cut: (reason: CutReason, socket: Socket, detail?: string) => void): void {
+  const handshake = server.listeners('connection') as ((socket: Socket) => void)[];
+  server.removeAllListeners('connection');
+  server.on('connection', (socket: Socket) => {
+    const silent = setTimeout(() => {
+      cut('idle_first', socket);
+      socket.destroy();
+    }, silentMs);
+    socket.once('close', () => clearTimeout(silent));
+    socket.once('data', (first: Buffer) => {
+      clearTimeout(silent);
+      socket.pause();
+      socket.unshift(first);
+      if (looksLikeTls(first)) {
+        for (const l of handshake) l.call(server, socket);
+      } else if (allowPlain) {
+        // The HTTP half of the HTTPS server takes plain sockets as it takes decrypted ones.
+        server.emit('secureConnection', socket);
+        socket.resume();
+      } else {
+        cut('plain_http', socket);
+        socket.end(rawAnswer(400, 'this port speaks HTTPS only: send to https:// (STRATA_TLS_ALLOW_PLAIN=1 on the gateway also accepts plain HTTP)'));
+        socket.destroySoon();
+      }
+    });
+  });
 }
 
 /**
@@ -282,6 +337,7 @@ function cutSlowClients(
   requestTimeoutMs: number,
   cut: (reason: CutReason, socket: { remoteAddress?: string | undefined } | null, detail?: string) => void,
   log: Logger,
+  connectionEvent: 'connection' | 'secureConnection',
 ): void {
   server.maxConnections = limits.maxConnections;
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -310,7 +366,7 @@ function cutSlowClients(
     socket.destroy(err);
   });
   // With server.timeout 0, a server socket times out only on keep-alive idle (Node then closes it).
-  server.on('connection', (socket: Socket) => socket.once('timeout', () => cut('idle', socket)));
+  server.on(connectionEvent, (socket: Socket) => socket.once('timeout', () => cut('idle', socket)));
   let refused = 0;
   let warnedAt = -Infinity;
   server.on('drop', (d?: { remoteAddress?: string }) => {
