@@ -8,7 +8,24 @@ import { redact, redactUrl, registerSecret } from './redact.ts';
 import { parseSpan } from './units.ts';
 
 const INTERVAL = /^\s*(\d+)\s*(seconds?|minutes?|hours?|days?|weeks?)\s*$/i;
-const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
+/** A lowercase PostgreSQL identifier (tablespaces). */
+export const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
+/** "N hours", "N days" or "off" (the cold merge unit, the hot compaction age). */
+export const HOURS_OR_DAYS = /^\s*(?:(\d+)\s*(hours?|days?)|off)\s*$/i;
+
+/**
+ * The tier policy's defaults, here once: the settings below and src/tiering/policy.ts (and through it
+ * the worker, `strata tier` and `strata migrate`, which checks and grants these tablespaces) use them.
+ */
+export const TIER_DEFAULTS = {
+  tierWarmAfter: '30 days',
+  tierColdAfter: '180 days',
+  archiveAfter: '18 months',
+  tierColdMerge: '1 day',
+  tierHotCompactAfter: '1 hour',
+  warmTablespace: 'warm_data',
+  coldTablespace: 'cold_data',
+} as const;
 const REGION = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 /** Accepts postgres:// and postgresql:// URLs, and pglite:<dir> / pglite:memory for the embedded database. */
@@ -37,7 +54,7 @@ const interval = z
 export const AGE = /^\s*(\d+)\s*(days?|weeks?|months?|years?)\s*$/i;
 export const age = z.string().regex(AGE, 'must be a whole number of days, weeks, months or years, such as "30 days" or "18 months"');
 /** "N hours", "N days" or "off"; the default is also the example in the error. */
-const hoursOrDays = (dflt: string) => z.string().regex(/^\s*(?:\d+\s*(?:hours?|days?)|off)\s*$/i, `must be a whole number of hours or days, such as "${dflt}", or "off"`).default(dflt);
+const hoursOrDays = (dflt: string) => z.string().regex(HOURS_OR_DAYS, `must be a whole number of hours or days, such as "${dflt}", or "off"`).default(dflt);
 const BUCKET = '[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]';
 const BUCKETS = new RegExp(`^\\s*[a-z0-9][a-z0-9-]{0,62}=${BUCKET}(\\s*,\\s*[a-z0-9][a-z0-9-]{0,62}=${BUCKET})*\\s*$`);
 const WINDOW = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/;
@@ -74,8 +91,8 @@ export const configSchema = z
     tlsAllowPlain: z.union([z.boolean(), z.stringbool()], { error: 'must be 1 or 0 (true or false)' }).default(false),
     region: z.string().regex(REGION, 'must be lowercase letters, digits and hyphens, such as "eu-west-1"').optional(),
     chunkInterval: interval.default('1 hour'),
-    warmTablespace: tablespace.optional(),
-    coldTablespace: tablespace.optional(),
+    warmTablespace: tablespace.default(TIER_DEFAULTS.warmTablespace),
+    coldTablespace: tablespace.default(TIER_DEFAULTS.coldTablespace),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
     devDir: z.string().min(1).default('.strata'),
     listen: listen('"0.0.0.0:8086" or "8086"').default('0.0.0.0:8086'),
@@ -107,11 +124,11 @@ export const configSchema = z
     timeMaxPast: span(1).default('10 years'),
     timeMaxFuture: span(0).default('1 day'),
     ledgerRetention: interval.default('2 days'),
-    tierWarmAfter: age.default('30 days'),
-    tierColdAfter: age.default('180 days'),
-    archiveAfter: age.default('18 months'),
-    tierColdMerge: hoursOrDays('1 day'),
-    tierHotCompactAfter: hoursOrDays('1 hour'),
+    tierWarmAfter: age.default(TIER_DEFAULTS.tierWarmAfter),
+    tierColdAfter: age.default(TIER_DEFAULTS.tierColdAfter),
+    archiveAfter: age.default(TIER_DEFAULTS.archiveAfter),
+    tierColdMerge: hoursOrDays(TIER_DEFAULTS.tierColdMerge),
+    tierHotCompactAfter: hoursOrDays(TIER_DEFAULTS.tierHotCompactAfter),
     tierWindow: z.string().regex(WINDOW, 'must be HH:MM-HH:MM in UTC, such as "01:00-05:00"').optional(),
     tierSchedule: z.string().min(1).default('17 * * * *'),
     tierLockTimeoutMs: count(10).default(5_000),

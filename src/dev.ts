@@ -85,8 +85,8 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
   out(`strata dev: embedded TimescaleDB in ${dir}`);
   const db = await openPglite(url);
   try {
-    const warm = config.warmTablespace ?? 'warm_data';
-    const cold = config.coldTablespace ?? 'cold_data';
+    const warm = config.warmTablespace;
+    const cold = config.coldTablespace;
     await db.ensureTablespace(warm);
     await db.ensureTablespace(cold);
     const result = await migrate(db, { chunkInterval: config.chunkInterval, archiveAfter: config.archiveAfter, warmTablespace: warm, coldTablespace: cold, logger: log });

@@ -7,6 +7,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/cli.ts';
+import { loadConfig } from '../src/config.ts';
+import { openDb } from '../src/db/open.ts';
+import { policyFromConfig } from '../src/tiering/policy.ts';
+import { cluster, createDatabase } from './support/databases.ts';
 
 async function strata(args: string[], env: NodeJS.ProcessEnv = {}) {
   const out: string[] = [];
@@ -63,6 +67,39 @@ describe('strata command line', () => {
     } finally {
       server.close();
     }
+  });
+
+  it('migrates with exactly the tablespaces the worker will use: the defaults named when missing, the configured ones granted', async () => {
+    const t = await createDatabase(cluster().adminUrl(), 'strata_cli_ts');
+    try {
+      // Unset, the worker moves chunks into warm_data and cold_data: migrate checks those, before changing anything.
+      const missing = await strata(['migrate'], { STRATA_ADMIN_DATABASE_URL: t.url });
+      expect(missing.code).toBe(1);
+      expect(missing.err).toContain('tablespace "warm_data" of the warm tier (STRATA_WARM_TABLESPACE) does not exist');
+      expect(missing.err).toContain('tablespace "cold_data" of the cold tier (STRATA_COLD_TABLESPACE) does not exist');
+      const db = await openDb(t.url);
+      try {
+        expect((await db.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'strata'`)).rows).toEqual([]);
+      } finally {
+        await db.close();
+      }
+    } finally {
+      await t.drop();
+    }
+    // Configured ones are granted to the maintainer (an embedded database makes them, as strata dev does).
+    const dir = mkdtempSync(join(tmpdir(), 'strata-cli-ts-'));
+    const env = { STRATA_ADMIN_DATABASE_URL: `pglite:${dir}`, STRATA_WARM_TABLESPACE: 'warm_fast', STRATA_COLD_TABLESPACE: 'cold_slow' };
+    const ok = await strata(['migrate'], env);
+    expect(ok.code, ok.err).toBe(0);
+    const db = await openDb(`pglite:${dir}`);
+    try {
+      const granted = await db.query<{ name: string; ok: boolean }>(`SELECT spcname AS name, has_tablespace_privilege('strata_maintainer', spcname, 'CREATE') AS ok FROM pg_tablespace WHERE spcname IN ('warm_fast', 'cold_slow') ORDER BY 1`);
+      expect(granted.rows).toEqual([{ name: 'cold_slow', ok: true }, { name: 'warm_fast', ok: true }]);
+    } finally {
+      await db.close();
+    }
+    const policy = policyFromConfig(loadConfig({ env }));
+    expect([policy.warmTablespace, policy.coldTablespace]).toEqual(['warm_fast', 'cold_slow']);
   });
 
   it('says which setting a command needs', async () => {

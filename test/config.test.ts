@@ -52,6 +52,8 @@ describe('configuration', () => {
       tierLockTimeoutMs: 5_000,
       tlsMinVersion: '1.3',
       tlsAllowPlain: false,
+      warmTablespace: 'warm_data',
+      coldTablespace: 'cold_data',
       workerListen: '127.0.0.1:9465',
       tierColdMerge: '1 day',
       tierHotCompactAfter: '1 hour',

@@ -142,9 +142,9 @@ describe.each(timescaleTargets())('migrate on $name', (target) => {
     const err = await migrate(db, { chunkInterval: '1 hour', warmTablespace: 'warm_nowhere', coldTablespace: 'cold_nowhere' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StrataError);
     const msg = (err as Error).message;
-    expect(msg).toContain('tablespace "warm_nowhere" does not exist');
+    expect(msg).toContain('tablespace "warm_nowhere" of the warm tier (STRATA_WARM_TABLESPACE) does not exist');
     expect(msg).toContain("CREATE TABLESPACE warm_nowhere LOCATION '/srv/pg/warm_nowhere';");
-    expect(msg).toContain('tablespace "cold_nowhere" does not exist');
+    expect(msg).toContain('tablespace "cold_nowhere" of the cold tier (STRATA_COLD_TABLESPACE) does not exist');
     const schema = await db.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'strata'`);
     expect(schema.rows).toEqual([]);
   });

@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { IDENT } from '../config.ts';
 import { StrataError, errorText, sqlState } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { Db } from './port.ts';
@@ -140,13 +141,13 @@ async function ensurePreloaded(db: Db): Promise<void> {
 }
 
 /** Configured tablespaces must exist before anything changes; says how to create them. */
-async function checkTablespacesExist(db: Db, names: string[]): Promise<void> {
+async function checkTablespacesExist(db: Db, tablespaces: { name: string; setting: string; tier: string }[]): Promise<void> {
   const problems: string[] = [];
-  for (const name of names) {
+  for (const { name, setting, tier } of tablespaces) {
     const r = await db.query('SELECT 1 FROM pg_tablespace WHERE spcname = $1', [name]);
     if (r.rows.length > 0) continue;
     problems.push(
-      `tablespace "${name}" does not exist. Create it as a superuser on a directory owned by the postgres OS user, e.g.\n` +
+      `tablespace "${name}" of the ${tier} tier (${setting}) does not exist. Create it as a superuser on a directory owned by the postgres OS user, e.g.\n` +
         `    mkdir -p /srv/pg/${name} && chown postgres: /srv/pg/${name}\n` +
         `    CREATE TABLESPACE ${name} LOCATION '/srv/pg/${name}';\n` +
         `    GRANT CREATE ON TABLESPACE ${name} TO strata_maintainer;`,
@@ -203,9 +204,13 @@ async function chunkInterval(db: Db): Promise<string | null> {
 export async function migrate(db: Db, opts: MigrateOptions): Promise<MigrateResult> {
   const log = opts.logger ?? silentLogger;
   const migrations = loadMigrations(opts.dir);
-  const tablespaces = [opts.warmTablespace, opts.coldTablespace].filter((t): t is string => !!t);
-  for (const t of tablespaces) if (!/^[a-z_][a-z0-9_]{0,62}$/.test(t)) throw new StrataError('tablespace_name', `invalid tablespace name ${JSON.stringify(t)}`);
-  await checkTablespacesExist(db, tablespaces);
+  const named = [
+    { name: opts.warmTablespace, setting: 'STRATA_WARM_TABLESPACE', tier: 'warm' },
+    { name: opts.coldTablespace, setting: 'STRATA_COLD_TABLESPACE', tier: 'cold' },
+  ].filter((t): t is { name: string; setting: string; tier: string } => !!t.name);
+  const tablespaces = named.map((t) => t.name);
+  for (const t of tablespaces) if (!IDENT.test(t)) throw new StrataError('tablespace_name', `invalid tablespace name ${JSON.stringify(t)}`);
+  await checkTablespacesExist(db, named);
   await ensureTimescale(db);
   await ensureRoles(db); // before 0001, which would race another database's migration for them
 

@@ -2,24 +2,22 @@
 // Ages are PostgreSQL intervals ("30 days", "18 months"); the boundaries are computed by the
 // database (now() - interval), so month arithmetic and the clock are the server's.
 import { z } from 'zod';
-import { AGE, age } from '../config.ts';
+import { AGE, HOURS_OR_DAYS, IDENT, TIER_DEFAULTS, age } from '../config.ts';
 import type { Queryable } from '../db/port.ts';
 import { ConfigError } from '../errors.ts';
 import type { Boundaries } from './types.ts';
 
-const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
-const MERGE = /^\s*(?:(\d+)\s*(hours?|days?)|off)\s*$/i;
-const HOURS_OR_DAYS = 'must be a whole number of hours or days, such as "1 day", or "off"';
+const HOURS_OR_DAYS_TEXT = 'must be a whole number of hours or days, such as "1 day", or "off"';
 
 /** A "N hours|days" text as a PostgreSQL interval, or null for "off". */
 function unitInterval(text: string): string | null {
-  const m = MERGE.exec(text);
+  const m = HOURS_OR_DAYS.exec(text);
   return m && m[1] ? `${m[1]} ${m[2]}` : null;
 }
 
 /** The merge unit in ms, or null when merging is off. */
 export function mergeUnitMs(policy: TierPolicy): number | null {
-  const m = MERGE.exec(policy.coldMerge);
+  const m = HOURS_OR_DAYS.exec(policy.coldMerge);
   if (!m || !m[1]) return null;
   return Number(m[1]) * (m[2]!.toLowerCase().startsWith('hour') ? 3_600_000 : 86_400_000);
 }
@@ -27,20 +25,20 @@ export function mergeUnitMs(policy: TierPolicy): number | null {
 export const tierPolicySchema = z
   .object({
     /** Chunks whose range ended longer ago than this are warm. */
-    warmAfter: age.default('30 days'),
+    warmAfter: age.default(TIER_DEFAULTS.tierWarmAfter),
     /** …cold after this. */
-    coldAfter: age.default('180 days'),
+    coldAfter: age.default(TIER_DEFAULTS.tierColdAfter),
     /** …and due for the archive (S3) after this. */
-    archiveAfter: age.default('18 months'),
+    archiveAfter: age.default(TIER_DEFAULTS.archiveAfter),
     /** Adjacent cold chunks within this unit ("1 day", "12 hours") are merged and recompressed; "off" never. */
-    coldMerge: z.string().regex(MERGE, HOURS_OR_DAYS).default('1 day'),
+    coldMerge: z.string().regex(HOURS_OR_DAYS, HOURS_OR_DAYS_TEXT).default(TIER_DEFAULTS.tierColdMerge),
     /**
      * A hot chunk written compressed (columnstore ingest) is recompressed in place, in full batches,
      * once its range ended this long ago ("off": only on its way to warm).
      */
-    hotCompactAfter: z.string().regex(MERGE, HOURS_OR_DAYS).default('1 hour'),
-    warmTablespace: z.string().regex(IDENT).default('warm_data'),
-    coldTablespace: z.string().regex(IDENT).default('cold_data'),
+    hotCompactAfter: z.string().regex(HOURS_OR_DAYS, HOURS_OR_DAYS_TEXT).default(TIER_DEFAULTS.tierHotCompactAfter),
+    warmTablespace: z.string().regex(IDENT).default(TIER_DEFAULTS.warmTablespace),
+    coldTablespace: z.string().regex(IDENT).default(TIER_DEFAULTS.coldTablespace),
   })
   .strict();
 
