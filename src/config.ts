@@ -1,15 +1,14 @@
 // Configuration: one zod schema over environment variables and an optional JSON file.
 // Validation does no I/O beyond reading the file; connections are opened later, by the commands.
-// Ground floor: imports only errors.ts and redact.ts.
+// Ground floor: imports only errors.ts, patterns.ts, redact.ts and units.ts.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 import { redact, redactUrl, registerSecret } from './redact.ts';
 import { parseSpan } from './units.ts';
+import { IDENTIFIER, REGION } from './patterns.ts';
 
 const INTERVAL = /^\s*(\d+)\s*(seconds?|minutes?|hours?|days?|weeks?)\s*$/i;
-/** A lowercase PostgreSQL identifier (tablespaces). */
-export const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
 /** "N hours", "N days" or "off" (the cold merge unit, the hot compaction age). */
 export const HOURS_OR_DAYS = /^\s*(?:(\d+)\s*(hours?|days?)|off)\s*$/i;
 
@@ -26,7 +25,6 @@ export const TIER_DEFAULTS = {
   warmTablespace: 'warm_data',
   coldTablespace: 'cold_data',
 } as const;
-const REGION = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 /** Accepts postgres:// and postgresql:// URLs, and pglite:<dir> / pglite:memory for the embedded database. */
 function isDatabaseUrl(value: string): boolean {
@@ -56,7 +54,8 @@ export const age = z.string().regex(AGE, 'must be a whole number of days, weeks,
 /** "N hours", "N days" or "off"; the default is also the example in the error. */
 const hoursOrDays = (dflt: string) => z.string().regex(HOURS_OR_DAYS, `must be a whole number of hours or days, such as "${dflt}", or "off"`).default(dflt);
 const BUCKET = '[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]';
-const BUCKETS = new RegExp(`^\\s*[a-z0-9][a-z0-9-]{0,62}=${BUCKET}(\\s*,\\s*[a-z0-9][a-z0-9-]{0,62}=${BUCKET})*\\s*$`);
+const REGION_PART = REGION.source.slice(1, -1);
+const BUCKETS = new RegExp(`^\\s*${REGION_PART}=${BUCKET}(\\s*,\\s*${REGION_PART}=${BUCKET})*\\s*$`);
 const WINDOW = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/;
 
 const LISTEN = /^(?:([^\s:]+|\[[0-9a-f:]+\]):)?(\d{1,5})$/i;
@@ -71,7 +70,7 @@ const count = (min: number) => z.coerce.number({ error: 'must be a whole number'
 const span = (min: number) =>
   z.string().refine((v) => (parseSpan(v) ?? -1) >= min, `must be a whole number of seconds, minutes, hours, days, weeks, months or years${min > 0 ? ' (at least 1)' : ''}, such as "10 years" or "1 day"`);
 
-const tablespace = z.string().regex(IDENT, 'must be a lowercase PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 characters)');
+const tablespace = z.string().regex(IDENTIFIER, 'must be a lowercase PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 characters)');
 
 export const configSchema = z
   .object({

@@ -24,6 +24,7 @@ import { readPackage } from './package.ts';
 import { restoreState, type ArchiveStore } from './s3.ts';
 import type { ArchiveSettings } from './settings.ts';
 import { NEEDS_RESTORE } from './types.ts';
+import { QUALIFIED_IDENTIFIER } from '../patterns.ts';
 
 export interface RestoreOptions {
   settings: ArchiveSettings;
@@ -49,11 +50,9 @@ export interface RestoreSummary {
   rows: number;
 }
 
-const IDENT = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/;
-
 export async function restoreArchive(db: Db, store: ArchiveStore, log: Logger, o: RestoreOptions): Promise<RestoreSummary> {
   if (!(o.from < o.to)) throw new RangeError(`--from (${o.from.toISOString()}) must be before --to (${o.to.toISOString()})`);
-  if (o.into && !IDENT.test(o.into)) throw new RangeError(`--into "${o.into}" must be a lowercase table name, optionally schema-qualified (such as restored.metrics_2024)`);
+  if (o.into && !QUALIFIED_IDENTIFIER.test(o.into)) throw new RangeError(`--into "${o.into}" must be a lowercase table name, optionally schema-qualified (such as restored.metrics_2024)`);
   const target = o.into ?? HYPERTABLE;
   const entries = (await listEntries(db, { hypertable: HYPERTABLE, from: o.from, to: o.to, ...(o.facilityId !== undefined ? { facilityId: o.facilityId } : {}), states: ['uploaded', 'verified', 'dropped'] })).filter(
     (e) => e.bucket === store.bucket,

@@ -5,11 +5,11 @@ import pg from 'pg';
 import { errorText } from '../errors.ts';
 import type { Notifications } from './port.ts';
 import { tlsHint } from './tls.ts';
+import { IDENTIFIER } from '../patterns.ts';
 
-const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
 
 export async function listenOn(config: pg.ClientConfig, channel: string, on: { notify(payload: string): void; lost(err: Error): void }): Promise<Notifications> {
-  if (!IDENT.test(channel)) throw new RangeError(`invalid channel name "${channel}"`);
+  if (!IDENTIFIER.test(channel)) throw new RangeError(`invalid channel name "${channel}"`);
   const client = new pg.Client(config);
   let closing = false;
   let lostSaid = false;

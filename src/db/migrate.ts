@@ -4,12 +4,12 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { IDENT } from '../config.ts';
 import { StrataError, errorText, sqlState } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { Db } from './port.ts';
 import { ensureRoles } from './roles.ts';
 import { boundRollupWindow } from './rollup-window.ts';
+import { IDENTIFIER } from '../patterns.ts';
 
 export const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
 const LOCK_KEY = 0x5354_5241; // "STRA": serialises concurrent `strata migrate` runs
@@ -209,7 +209,7 @@ export async function migrate(db: Db, opts: MigrateOptions): Promise<MigrateResu
     { name: opts.coldTablespace, setting: 'STRATA_COLD_TABLESPACE', tier: 'cold' },
   ].filter((t): t is { name: string; setting: string; tier: string } => !!t.name);
   const tablespaces = named.map((t) => t.name);
-  for (const t of tablespaces) if (!IDENT.test(t)) throw new StrataError('tablespace_name', `invalid tablespace name ${JSON.stringify(t)}`);
+  for (const t of tablespaces) if (!IDENTIFIER.test(t)) throw new StrataError('tablespace_name', `invalid tablespace name ${JSON.stringify(t)}`);
   await checkTablespacesExist(db, named);
   await ensureTimescale(db);
   await ensureRoles(db); // before 0001, which would race another database's migration for them

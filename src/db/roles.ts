@@ -5,6 +5,7 @@
 // collision, leaves 0001 nothing to create.
 import { StrataError, errorText, sqlState } from '../errors.ts';
 import type { Db } from './port.ts';
+import { IDENTIFIER } from '../patterns.ts';
 
 export const STRATA_ROLES = ['strata_maintainer', 'strata_ingest', 'strata_reader'] as const;
 
@@ -14,7 +15,7 @@ const RACED = new Set(['23505', '42710']);
 /** Creates each NOLOGIN role that is missing; a role another session creates meanwhile is taken as created. */
 export async function ensureRoles(db: Db, roles: readonly string[] = STRATA_ROLES, attempts = 5): Promise<void> {
   for (const role of roles) {
-    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(role)) throw new StrataError('role_name', `invalid role name ${JSON.stringify(role)}`);
+    if (!IDENTIFIER.test(role)) throw new StrataError('role_name', `invalid role name ${JSON.stringify(role)}`);
     for (let attempt = 1; ; attempt++) {
       const have = await db.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
       if (have.rows.length > 0) break;

@@ -6,12 +6,13 @@ import { StrataError, sqlState } from '../errors.ts';
 import type { Db } from '../db/port.ts';
 import { audit } from './audit.ts';
 import { newPassword, newToken, scramVerifier, tokenHash } from './secrets.ts';
+import { FACILITY_CODE, REGION } from '../patterns.ts';
 
 export const facilityInput = z.object({
   code: z
     .string()
-    .regex(/^[a-z0-9][a-z0-9_-]{0,47}$/, 'must be 1–48 lowercase letters, digits, "_" or "-", starting with a letter or digit'),
-  region: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be lowercase letters, digits and hyphens, such as "eu-west-1"'),
+    .regex(FACILITY_CODE, 'must be 1–48 lowercase letters, digits, "_" or "-", starting with a letter or digit'),
+  region: z.string().regex(REGION, 'must be lowercase letters, digits and hyphens, such as "eu-west-1"'),
   name: z.string().trim().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
 });
 export type FacilityInput = z.infer<typeof facilityInput>;

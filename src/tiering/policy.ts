@@ -2,7 +2,8 @@
 // Ages are PostgreSQL intervals ("30 days", "18 months"); the boundaries are computed by the
 // database (now() - interval), so month arithmetic and the clock are the server's.
 import { z } from 'zod';
-import { AGE, HOURS_OR_DAYS, IDENT, TIER_DEFAULTS, age } from '../config.ts';
+import { AGE, HOURS_OR_DAYS, TIER_DEFAULTS, age } from '../config.ts';
+import { IDENTIFIER } from '../patterns.ts';
 import type { Queryable } from '../db/port.ts';
 import { ConfigError } from '../errors.ts';
 import type { Boundaries } from './types.ts';
@@ -37,8 +38,8 @@ export const tierPolicySchema = z
      * once its range ended this long ago ("off": only on its way to warm).
      */
     hotCompactAfter: z.string().regex(HOURS_OR_DAYS, HOURS_OR_DAYS_TEXT).default(TIER_DEFAULTS.tierHotCompactAfter),
-    warmTablespace: z.string().regex(IDENT).default(TIER_DEFAULTS.warmTablespace),
-    coldTablespace: z.string().regex(IDENT).default(TIER_DEFAULTS.coldTablespace),
+    warmTablespace: z.string().regex(IDENTIFIER).default(TIER_DEFAULTS.warmTablespace),
+    coldTablespace: z.string().regex(IDENTIFIER).default(TIER_DEFAULTS.coldTablespace),
   })
   .strict();
 
