@@ -12,7 +12,7 @@ import { migrate } from '../src/db/migrate.ts';
 import type { Db } from '../src/db/port.ts';
 import { silentLogger } from '../src/log.ts';
 import { runTiering } from '../src/tiering/job.ts';
-import { tierPolicy } from '../src/tiering/policy.ts';
+import { tierPolicy } from '../src/jobs/policy.ts';
 import { scratchDatabase } from './support/scratch.ts';
 import { benchTablespaces } from './support/tablespaces.ts';
 import { sensorBenchArgs, sensorFacilities, sensorRowsSql } from './support/sensor-rows.ts';

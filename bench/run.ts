@@ -26,7 +26,7 @@ import type { Db } from '../src/db/port.ts';
 import { startGateway } from '../src/ingest/gateway.ts';
 import { silentLogger } from '../src/log.ts';
 import { runTiering } from '../src/tiering/job.ts';
-import { tierPolicy } from '../src/tiering/policy.ts';
+import { tierPolicy } from '../src/jobs/policy.ts';
 import { currentRows, diskBytesPerRow, runBaselines, walPosition, type BaselineResult } from './support/baselines.ts';
 import { startBouncer } from './support/bouncer.ts';
 import { benchFacilities } from './support/facilities.ts';

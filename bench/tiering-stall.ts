@@ -18,7 +18,7 @@ import { migrate } from '../src/db/migrate.ts';
 import { openDb } from '../src/db/open.ts';
 import { createLogger } from '../src/log.ts';
 import { runTiering, type RunSummary } from '../src/tiering/job.ts';
-import { tierPolicy } from '../src/tiering/policy.ts';
+import { tierPolicy } from '../src/jobs/policy.ts';
 import { startBouncer } from './support/bouncer.ts';
 import { benchFacilities } from './support/facilities.ts';
 import { startGatewayProcess } from './support/gateway-process.ts';

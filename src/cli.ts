@@ -232,7 +232,7 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
         return await withAdminDb(config, 'for strata tier', log, (db) => tierCommand(args, config, log, db, io.out), 1, io.db);
       }
       case 'archive': {
-        const { archiveCommand } = await import('./backup/command.ts');
+        const { archiveCommand } = await import('./backup/archive/command.ts');
         // One connection, as for tier: the chunk-job lock is a session lock.
         return await withAdminDb(config, 'for strata archive', log, (db) => archiveCommand(args, config, log, db, io.out), 1, io.db);
       }

@@ -13,7 +13,7 @@ const INTERVAL = /^\s*(\d+)\s*(seconds?|minutes?|hours?|days?|weeks?)\s*$/i;
 export const HOURS_OR_DAYS = /^\s*(?:(\d+)\s*(hours?|days?)|off)\s*$/i;
 
 /**
- * The tier policy's defaults, here once: the settings below and src/tiering/policy.ts (and through it
+ * The tier policy's defaults, here once: the settings below and src/jobs/policy.ts (and through it
  * the worker, `strata tier` and `strata migrate`, which checks and grants these tablespaces) use them.
  */
 export const TIER_DEFAULTS = {

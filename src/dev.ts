@@ -9,13 +9,14 @@ import { openPglite } from './db/pglite.ts';
 import type { Db } from './db/port.ts';
 import { addFacility } from './facilities/registry.ts';
 import { newToken, tokenHash } from './facilities/secrets.ts';
-import { DEV_REGION, startLocalS3 } from './backup/local-s3.ts';
+import { DEV_REGION, startLocalS3 } from './backup/archive/local-s3.ts';
 import { listenAddress } from './config.ts';
 import { startGateway, type Gateway } from './ingest/gateway.ts';
-import { policyFromConfig } from './tiering/policy.ts';
+import { policyFromConfig } from './jobs/policy.ts';
 import { startWorker, type Worker } from './worker.ts';
 import type { Logger } from './log.ts';
-import { gatewayOptions, reloadTlsOnSighup, runGateway, untilSignal } from './serve.ts';
+import { gatewayOptions, reloadTlsOnSighup, runGateway } from './serve.ts';
+import { untilSignal } from './signals.ts';
 import { serveCommands, type CommandRunner, type CommandSocket } from './dev-socket.ts';
 import { formatStatus, readStatus } from './status.ts';
 

@@ -6,6 +6,7 @@ import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { startGateway, type Gateway, type GatewayOptions } from './ingest/gateway.ts';
 import type { Logger } from './log.ts';
+import { untilSignal } from './signals.ts';
 import { parseSpan } from './units.ts';
 
 export function gatewayOptions(config: Config, region: string): GatewayOptions {
@@ -39,20 +40,6 @@ export function gatewayOptions(config: Config, region: string): GatewayOptions {
     bodyMinBytesPerSecond: config.bodyMinBytesPerSecond,
     maxConnections: config.maxConnections,
   };
-}
-
-/** Resolves once a termination signal arrived (and its handlers are removed again). */
-export function untilSignal(log: Logger): Promise<string> {
-  return new Promise((resolveSignal) => {
-    const on = (sig: NodeJS.Signals) => {
-      process.off('SIGTERM', on);
-      process.off('SIGINT', on);
-      log.info('signal received', { signal: sig });
-      resolveSignal(sig);
-    };
-    process.on('SIGTERM', on);
-    process.on('SIGINT', on);
-  });
 }
 
 /**

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { main } from '../src/cli.ts';
 import { loadConfig } from '../src/config.ts';
 import { openDb } from '../src/db/open.ts';
-import { policyFromConfig } from '../src/tiering/policy.ts';
+import { policyFromConfig } from '../src/jobs/policy.ts';
 import { cluster, createDatabase } from './support/databases.ts';
 
 async function strata(args: string[], env: NodeJS.ProcessEnv = {}) {

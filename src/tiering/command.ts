@@ -7,10 +7,10 @@ import { jobLocks, type LockSource } from '../jobs/lock.ts';
 import type { Logger } from '../log.ts';
 import { stopOnSignals } from '../signals.ts';
 import { bytes, parseDuration } from '../units.ts';
-import { racingPolicyWarnings, readChunks } from './catalog.ts';
+import { racingPolicyWarnings, readChunks } from '../jobs/chunks.ts';
 import { runTiering, type RunSummary } from './job.ts';
 import { plan, type Plan } from './plan.ts';
-import { boundaries, policyFromConfig } from './policy.ts';
+import { boundaries, policyFromConfig } from '../jobs/policy.ts';
 import { describeStep } from './steps.ts';
 import { parseWindow } from './window.ts';
 

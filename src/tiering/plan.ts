@@ -1,6 +1,6 @@
 // The plan: which tier each chunk belongs to and the steps that take it there. Pure functions of
 // the catalog state (catalog.ts) and the boundaries (policy.ts); nothing here touches the database.
-import { mergeUnitMs, type TierPolicy } from './policy.ts';
+import { mergeUnitMs, type TierPolicy } from '../jobs/policy.ts';
 import type { Boundaries, ChunkPlan, ChunkState, Merge, Step, Tier } from './types.ts';
 
 /** The tier a chunk's range puts it in: by its end, so a chunk straddling a boundary stays in the newer tier. */

@@ -24,31 +24,14 @@
 //   plan        the steps every chunk needs to reach its tier; read-only.
 //   run         executes a plan one step at a time under a session advisory lock, journaling each step.
 
+import type { ChunkState } from '../jobs/types.ts';
+
+// The chunk catalog's and the policy's types, shared with the archive (src/jobs/).
+export type { Boundaries, ChunkState } from '../jobs/types.ts';
+
 export type Tier = 'hot' | 'warm' | 'cold';
 
 export type StepKind = 'move' | 'compress' | 'move-compressed' | 'recompress' | 'compact' | 'merge';
-
-/** A chunk as the catalog shows it now. */
-export interface ChunkState {
-  /** schema-qualified name, quoted as needed: usable as a regclass literal. */
-  chunk: string;
-  rangeStart: Date;
-  rangeEnd: Date;
-  /** The chunk's tablespace; null = the database default. */
-  tablespace: string | null;
-  compressed: boolean;
-  /** The internal compressed chunk's tablespace, when compressed. */
-  compressedTablespace: string | null;
-  /** Bytes on disk now (heap, indexes, toast; the compressed chunk's too). */
-  bytes: number;
-  /** Bytes before and after compression, for compressed chunks (from chunk_compression_stats). */
-  bytesBeforeCompression: number | null;
-  bytesAfterCompression: number | null;
-  /** Compressed, with rows outside its batches or batches of merged chunks (see glossary). */
-  partial: boolean;
-  /** Compressed, with overlapping batches (columnstore ingest; see glossary). */
-  unordered: boolean;
-}
 
 /** Adjacent settled cold chunks within one merge unit, to become one chunk. */
 export interface Merge {
@@ -70,13 +53,4 @@ export interface ChunkPlan {
   target: Tier;
   archiveDue: boolean;
   steps: Step[];
-}
-
-export interface Boundaries {
-  /** Chunks ending at or before this instant belong to warm (or older). */
-  warm: Date;
-  cold: Date;
-  archive: Date;
-  /** Hot chunks written compressed and ending at or before this are recompressed in place; null = never (STRATA_TIER_HOT_COMPACT_AFTER=off). */
-  compact: Date | null;
 }

@@ -10,9 +10,9 @@ import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildPackage, readPackage, sha256Of } from '../../src/backup/package.ts';
-import { ArchiveStore, PART_BYTES } from '../../src/backup/s3.ts';
-import type { Manifest } from '../../src/backup/types.ts';
+import { buildPackage, readPackage, sha256Of } from '../../src/backup/archive/package.ts';
+import { ArchiveStore, PART_BYTES } from '../../src/backup/archive/s3.ts';
+import type { Manifest } from '../../src/backup/archive/types.ts';
 import { S3_CREDENTIALS, startS3, type LocalS3 } from '../support/s3.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'strata-package-'));

@@ -9,7 +9,7 @@ import { migrate } from '../../src/db/migrate.ts';
 import { openPglite } from '../../src/db/pglite.ts';
 import { addFacility } from '../../src/facilities/registry.ts';
 import { silentLogger } from '../../src/log.ts';
-import { tierPolicy } from '../../src/tiering/policy.ts';
+import { tierPolicy } from '../../src/jobs/policy.ts';
 import { startWorker } from '../../src/worker.ts';
 import { strata } from '../support/child.ts';
 

@@ -16,7 +16,7 @@ import { connectionLocks, type JobLock } from '../../src/jobs/lock.ts';
 import { readJournal } from '../../src/jobs/journal.ts';
 import { silentLogger } from '../../src/log.ts';
 import { runTiering } from '../../src/tiering/job.ts';
-import { tierPolicy } from '../../src/tiering/policy.ts';
+import { tierPolicy } from '../../src/jobs/policy.ts';
 import { startFailoverStack, type FailoverStack } from '../support/standby.ts';
 
 const ROWS = `SELECT count(*)::int AS n, md5(coalesce(string_agg(series_id || ':' || time::text || ':' || value::text, ',' ORDER BY time, series_id), '')) AS sum FROM strata.metrics`;

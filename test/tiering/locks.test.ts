@@ -3,16 +3,16 @@
 // up within lock_timeout, so writes are not queued behind it, and tries again after a backoff.
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runArchive } from '../../src/backup/job.ts';
-import { ArchiveStore } from '../../src/backup/s3.ts';
+import { runArchive } from '../../src/backup/archive/job.ts';
+import { ArchiveStore } from '../../src/backup/archive/s3.ts';
 import { openDb } from '../../src/db/open.ts';
 import type { Db } from '../../src/db/port.ts';
 import { silentLogger } from '../../src/log.ts';
 import { runTiering } from '../../src/tiering/job.ts';
-import { tryLock, unlock } from '../../src/tiering/lock.ts';
+import { tryLock, unlock } from '../../src/jobs/lock.ts';
 import { withLockTimeout } from '../../src/tiering/lock-timeout.ts';
 import { createTierMetrics } from '../../src/tiering/metrics.ts';
-import { tierPolicy } from '../../src/tiering/policy.ts';
+import { tierPolicy } from '../../src/jobs/policy.ts';
 import { cluster, createDatabase, type TestDatabase } from '../support/databases.ts';
 
 let t: TestDatabase;

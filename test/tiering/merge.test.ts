@@ -8,9 +8,9 @@ import { migrate } from '../../src/db/migrate.ts';
 import type { Db } from '../../src/db/port.ts';
 import { addFacility } from '../../src/facilities/registry.ts';
 import { silentLogger } from '../../src/log.ts';
-import { readChunks } from '../../src/tiering/catalog.ts';
+import { readChunks } from '../../src/jobs/chunks.ts';
 import { runTiering } from '../../src/tiering/job.ts';
-import { tierPolicy, type TierPolicy } from '../../src/tiering/policy.ts';
+import { tierPolicy, type TierPolicy } from '../../src/jobs/policy.ts';
 import { tablespace, timescaleTargets, uniqueName } from '../support/databases.ts';
 
 const CHECKSUM = `SELECT count(*)::int AS n, md5(coalesce(string_agg(facility_id || ':' || series_id || ':' || time::text || ':' || value::text, ',' ORDER BY time, series_id), '')) AS sum FROM strata.metrics`;

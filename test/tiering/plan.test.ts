@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseWindow, inWindow } from '../../src/tiering/window.ts';
 import { plan, planChunk, stepsFor, targetTier } from '../../src/tiering/plan.ts';
-import { tierPolicy } from '../../src/tiering/policy.ts';
+import { tierPolicy } from '../../src/jobs/policy.ts';
 import type { Boundaries, ChunkState } from '../../src/tiering/types.ts';
 
 const policy = tierPolicy({});

@@ -7,10 +7,10 @@ import { migrate } from '../../src/db/migrate.ts';
 import type { Db } from '../../src/db/port.ts';
 import { addFacility } from '../../src/facilities/registry.ts';
 import { silentLogger } from '../../src/log.ts';
-import { readChunks } from '../../src/tiering/catalog.ts';
+import { readChunks } from '../../src/jobs/chunks.ts';
 import { runTiering } from '../../src/tiering/job.ts';
 import { plan } from '../../src/tiering/plan.ts';
-import { boundaries, tierPolicy, type TierPolicy } from '../../src/tiering/policy.ts';
+import { boundaries, tierPolicy, type TierPolicy } from '../../src/jobs/policy.ts';
 import type { Step } from '../../src/tiering/types.ts';
 import { tablespace, timescaleTargets, uniqueName } from '../support/databases.ts';
 

@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listEntries } from '../../src/backup/catalog.ts';
+import { listEntries } from '../../src/backup/archive/catalog.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { openPglite, type PgliteDb } from '../../src/db/pglite.ts';
 import { addFacility } from '../../src/facilities/registry.ts';

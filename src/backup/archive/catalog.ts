@@ -1,7 +1,7 @@
 // strata.archive_catalog: one row per archived chunk. The row is written before the upload starts
 // (state uploading), so an interrupted upload is visible; it moves to uploaded, verified, dropped
 // (the chunk left the database in the same transaction) and finally expired.
-import type { Queryable } from '../db/port.ts';
+import type { Queryable } from '../../db/port.ts';
 import type { CatalogEntry, CatalogState, StorageClass } from './types.ts';
 
 const COLUMNS = `id, hypertable, region, range_start, range_end, bucket, object_key, version_id, etag, bytes, row_count,

@@ -12,11 +12,11 @@ import { randomUUID } from 'node:crypto';
 import { createReadStream, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Db } from '../db/port.ts';
-import { errorText } from '../errors.ts';
-import { Journal } from '../jobs/journal.ts';
-import type { Logger } from '../log.ts';
-import { HYPERTABLE } from '../tiering/catalog.ts';
+import type { Db } from '../../db/port.ts';
+import { errorText } from '../../errors.ts';
+import { Journal } from '../../jobs/journal.ts';
+import type { Logger } from '../../log.ts';
+import { HYPERTABLE } from '../../jobs/chunks.ts';
 import { listEntries, type Entry } from './catalog.ts';
 import { COLUMNS } from './export.ts';
 import type { ArchiveMetrics } from './metrics.ts';
@@ -24,7 +24,7 @@ import { readPackage } from './package.ts';
 import { restoreState, type ArchiveStore } from './s3.ts';
 import type { ArchiveSettings } from './settings.ts';
 import { NEEDS_RESTORE } from './types.ts';
-import { QUALIFIED_IDENTIFIER } from '../patterns.ts';
+import { QUALIFIED_IDENTIFIER } from '../../patterns.ts';
 
 export interface RestoreOptions {
   settings: ArchiveSettings;

@@ -1,15 +1,15 @@
 // `strata archive plan|run|list|restore|expire|lifecycle`: argument parsing and output (text, or
 // --json). The work is in plan.ts, job.ts, restore.ts and expire.ts.
 import { parseArgs } from 'node:util';
-import type { Config } from '../config.ts';
-import type { Db } from '../db/port.ts';
-import { UsageError } from '../errors.ts';
-import { jobLocks, type LockSource } from '../jobs/lock.ts';
-import type { Logger } from '../log.ts';
-import { stopOnSignals } from '../signals.ts';
-import { HYPERTABLE } from '../tiering/catalog.ts';
-import { boundaries, policyFromConfig } from '../tiering/policy.ts';
-import { bytes, parseDuration } from '../units.ts';
+import type { Config } from '../../config.ts';
+import type { Db } from '../../db/port.ts';
+import { UsageError } from '../../errors.ts';
+import { jobLocks, type LockSource } from '../../jobs/lock.ts';
+import type { Logger } from '../../log.ts';
+import { stopOnSignals } from '../../signals.ts';
+import { HYPERTABLE } from '../../jobs/chunks.ts';
+import { boundaries, policyFromConfig } from '../../jobs/policy.ts';
+import { bytes, parseDuration } from '../../units.ts';
 import { listEntries } from './catalog.ts';
 import { expireArchive, lifecycleRules } from './expire.ts';
 import { runArchive, type ArchiveSummary } from './job.ts';

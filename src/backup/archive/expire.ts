@@ -2,10 +2,10 @@
 // default) and marks their catalog rows expired; `strata archive lifecycle` gives the equivalent S3
 // lifecycle rules for the region's prefix, so the bucket enforces the same even if no worker runs.
 import type { LifecycleRule } from '@aws-sdk/client-s3';
-import type { Db } from '../db/port.ts';
-import { errorText } from '../errors.ts';
-import type { Logger } from '../log.ts';
-import { AGE } from '../config.ts';
+import type { Db } from '../../db/port.ts';
+import { errorText } from '../../errors.ts';
+import type { Logger } from '../../log.ts';
+import { AGE } from '../../config.ts';
 import { setState } from './catalog.ts';
 import { regionPrefix } from './keys.ts';
 import type { ArchiveStore } from './s3.ts';

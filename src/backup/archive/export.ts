@@ -7,9 +7,9 @@ import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Db, Queryable } from '../db/port.ts';
+import type { Db, Queryable } from '../../db/port.ts';
 import type { Manifest } from './types.ts';
-import { STRATA_VERSION } from '../version.ts';
+import { STRATA_VERSION } from '../../version.ts';
 
 export const COLUMNS = ['time', 'facility_id', 'series_id', 'value'];
 

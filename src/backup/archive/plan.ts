@@ -1,9 +1,9 @@
 // `strata archive plan`: read-only. Every chunk whose range ended before the archive boundary, with
 // its catalog state and the steps left: export-upload (export, package, upload), verify, drop.
 // Nothing newer than the boundary is ever listed, whatever the catalog says.
-import type { Queryable } from '../db/port.ts';
-import { readChunks } from '../tiering/catalog.ts';
-import type { ChunkState } from '../tiering/types.ts';
+import type { Queryable } from '../../db/port.ts';
+import { readChunks } from '../../jobs/chunks.ts';
+import type { ChunkState } from '../../jobs/types.ts';
 import { entryFor, type Entry } from './catalog.ts';
 
 export type ArchiveStep = 'export-upload' | 'verify' | 'drop';

@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
 import S3rver from 's3rver';
-import type { Config } from '../config.ts';
+import type { Config } from '../../config.ts';
 import { archiveSettings, parseBuckets, type ArchiveSettings } from './settings.ts';
 
 export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };

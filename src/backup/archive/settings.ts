@@ -1,8 +1,8 @@
 // The archive's settings, from configuration: this region's bucket (one bucket per region; a region
 // without one cannot archive), key prefix, storage class, Object Lock, retention and restore options.
 import { tmpdir } from 'node:os';
-import type { Config } from '../config.ts';
-import { ConfigError } from '../errors.ts';
+import type { Config } from '../../config.ts';
+import { ConfigError } from '../../errors.ts';
 import type { ObjectLockMode, RestoreTier, StorageClass } from './types.ts';
 
 export interface ArchiveSettings {
