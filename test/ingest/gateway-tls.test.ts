@@ -289,6 +289,12 @@ describe('SIGHUP to strata serve', () => {
         const old = loadTls(settings()).fingerprint256;
         const fresh = loadTls(settings({ certFile: renewed.crt, keyFile: renewed.key })).fingerprint256;
         expect(await fingerprint()).toBe(old);
+        // A broken file first: every process says why and keeps serving the certificate it has.
+        writeFileSync(keyFile, 'not a key\n');
+        child.kill('SIGHUP');
+        await until('every process to report the failed reload', () => err.split('TLS reload failed: still serving the previous certificate').length - 1 >= Number(processes));
+        expect(err).toContain(`STRATA_TLS_KEY=${keyFile}: not a PEM file`);
+        for (let i = 0; i < 4; i++) expect(await fingerprint()).toBe(old);
         copyFileSync(renewed.crt, certFile);
         copyFileSync(renewed.key, keyFile);
         child.kill('SIGHUP');
