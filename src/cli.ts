@@ -193,11 +193,12 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
       }
       case 'migrate': {
         const { migrate } = await import('./db/migrate.ts');
+        const { migrateOptions } = await import('./settings.ts');
         const r = await withAdminDb(config, 'for strata migrate', log, async (db) => {
           // The tablespaces the worker moves chunks into: checked and granted here. An embedded
           // database keeps them as directories of its own (as strata dev does).
           if (db.kind === 'pglite') for (const t of [config.warmTablespace, config.coldTablespace]) await (db as PgliteDb).ensureTablespace(t);
-          return migrate(db, { chunkInterval: config.chunkInterval, archiveAfter: config.archiveAfter, warmTablespace: config.warmTablespace, coldTablespace: config.coldTablespace, logger: log });
+          return migrate(db, migrateOptions(config, log));
         });
         io.out(r.applied.length ? `applied ${r.applied.length} migrations: ${r.applied.join(', ')}` : `schema up to date (${r.alreadyApplied} migrations applied earlier)`);
         io.out(`timescaledb ${r.timescaledbVersion} (license: ${r.license}); chunk interval ${r.chunkInterval.after}`);

@@ -12,10 +12,10 @@ import { newToken, tokenHash } from './facilities/secrets.ts';
 import { DEV_REGION, startLocalS3 } from './backup/archive/local-s3.ts';
 import { listenAddress } from './config.ts';
 import { startGateway, type Gateway } from './ingest/gateway.ts';
-import { policyFromConfig } from './jobs/policy.ts';
 import { startWorker, type Worker } from './worker.ts';
 import type { Logger } from './log.ts';
-import { gatewayOptions, reloadTlsOnSighup, runGateway } from './serve.ts';
+import { reloadTlsOnSighup, runGateway } from './serve.ts';
+import { gatewayOptions, migrateOptions, workerOptions } from './settings.ts';
 import { untilSignal } from './signals.ts';
 import { serveCommands, type CommandRunner, type CommandSocket } from './dev-socket.ts';
 import { formatStatus, readStatus } from './status.ts';
@@ -90,7 +90,7 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
     const cold = config.coldTablespace;
     await db.ensureTablespace(warm);
     await db.ensureTablespace(cold);
-    const result = await migrate(db, { chunkInterval: config.chunkInterval, archiveAfter: config.archiveAfter, warmTablespace: warm, coldTablespace: cold, logger: log });
+    const result = await migrate(db, migrateOptions(config, log));
     out(result.applied.length ? `applied ${result.applied.length} migrations` : 'schema up to date');
     const region = config.region ?? DEV_REGION;
     const token = await demoToken(db, dir, region);
@@ -106,7 +106,7 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
         socket = await serveCommands(resolve(dir, 'pgdata'), db, commands, log);
         db.lock.update({ socket: socket.path });
       }
-      const w = await startWorker(db, log, { policy: policyFromConfig(config), schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, archive: s3.settings, ...listenAddress(config.workerListen) });
+      const w = await startWorker(db, log, { ...workerOptions(config), archive: s3.settings });
       worker = w;
       // /metrics names facilities: behind a token here too (STRATA_METRICS_TOKEN, else one for this run).
       const metricsToken = config.metricsToken ?? newToken();

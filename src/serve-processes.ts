@@ -34,7 +34,8 @@ import { startGateway, type Gateway } from './ingest/gateway.ts';
 import { adoptStranded, processSpoolDir } from './ingest/spool-adopt.ts';
 import { acquireLock, releaseLock } from './ingest/spool-lock.ts';
 import type { Logger } from './log.ts';
-import { gatewayOptions, reloadTlsOnSighup, serve } from './serve.ts';
+import { reloadTlsOnSighup, serve } from './serve.ts';
+import { gatewayDbOptions, gatewayOptions } from './settings.ts';
 
 /** Set by the primary in each process it forks: the process's index (its spool subdirectory). */
 export const INDEX_ENV = 'STRATA_GATEWAY_PROCESS_INDEX';
@@ -193,7 +194,7 @@ async function runProcess(config: Config, parentLog: Logger, index: number): Pro
       const region = requireSetting(config, 'region', 'for strata serve (the gateway accepts only facilities of its region)');
       const options = gatewayOptions(config, region);
       // As serve.ts: writers + 2 connections per process (so PgBouncer's pool must allow N × that).
-      db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: Math.max(30_000, 2 * config.writeTimeoutMs), ...(config.notifyDatabaseUrl ? { listenUrl: config.notifyDatabaseUrl } : {}) });
+      db = await openDb(url, gatewayDbOptions(config, log));
       gateway = await startGateway(db, log, {
         ...options,
         spoolDir: processSpoolDir(options.spoolDir, index),

@@ -1,46 +1,12 @@
-// `strata serve` (and the gateway half of `strata dev`): gateway options from configuration, and a
-// run that ends cleanly on SIGTERM or SIGINT.
-import { join, resolve } from 'node:path';
-import { listenAddress, requireSetting, type Config } from './config.ts';
+// `strata serve` (and the gateway half of `strata dev`): a run that ends cleanly on SIGTERM or SIGINT,
+// and reloads its TLS files on SIGHUP. Its options come from settings.ts.
+import { requireSetting, type Config } from './config.ts';
 import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
-import { startGateway, type Gateway, type GatewayOptions } from './ingest/gateway.ts';
+import { startGateway, type Gateway } from './ingest/gateway.ts';
 import type { Logger } from './log.ts';
 import { untilSignal } from './signals.ts';
-import { parseSpan } from './units.ts';
-
-export function gatewayOptions(config: Config, region: string): GatewayOptions {
-  const { host, port } = listenAddress(config.listen);
-  return {
-    region,
-    host,
-    port,
-    spoolDir: resolve(config.spoolDir ?? join(config.devDir, 'spool')),
-    spoolMaxBytes: config.spoolMaxBytes,
-    maxQueueBytes: config.maxQueueBytes,
-    maxBodyBytes: config.maxBodyBytes,
-    batchRows: config.batchRows,
-    batchAgeMs: config.batchAgeMs,
-    seriesLimit: config.seriesLimit,
-    maxSeriesKeyBytes: config.seriesKeyMaxBytes,
-    maxLineBytes: config.lineMaxBytes,
-    timeWindow: { pastMs: parseSpan(config.timeMaxPast)!, futureMs: parseSpan(config.timeMaxFuture)!, pastText: config.timeMaxPast.trim(), futureText: config.timeMaxFuture.trim() },
-    ledgerRetention: config.ledgerRetention,
-    attemptTimeoutMs: config.writeTimeoutMs,
-    maxAttempts: config.writeAttempts,
-    writers: config.writers,
-    ingestMode: config.ingestMode,
-    metricsToken: config.metricsToken,
-    ...(config.tlsCert && config.tlsKey
-      ? { tls: { certFile: resolve(config.tlsCert), keyFile: resolve(config.tlsKey), caFile: config.tlsCa && resolve(config.tlsCa), minVersion: config.tlsMinVersion === '1.2' ? ('TLSv1.2' as const) : ('TLSv1.3' as const), allowPlain: config.tlsAllowPlain } }
-      : {}),
-    headersTimeoutMs: config.headersTimeoutMs,
-    idleTimeoutMs: config.idleTimeoutMs,
-    bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
-    bodyMinBytesPerSecond: config.bodyMinBytesPerSecond,
-    maxConnections: config.maxConnections,
-  };
-}
+import { gatewayDbOptions, gatewayOptions } from './settings.ts';
 
 /**
  * SIGHUP reads the gateway's TLS files again (new connections get the new certificate; open ones keep
@@ -83,9 +49,7 @@ export async function serve(config: Config, log: Logger, out: (text: string) => 
   const signal = untilSignal(log);
   let gateway: Gateway | undefined;
   const stopReloading = reloadTlsOnSighup(config, () => gateway, log);
-  // The statement ceiling only frees connections PgBouncer holds while its server is down; the
-  // writer's own (adaptive) deadline decides when a batch is retried or spooled.
-  const db = await openDb(url, { logger: log, max: config.writers + 2, applicationName: 'strata-gateway', queryTimeoutMs: Math.max(30_000, 2 * config.writeTimeoutMs), ...(config.notifyDatabaseUrl ? { listenUrl: config.notifyDatabaseUrl } : {}) });
+  const db = await openDb(url, gatewayDbOptions(config, log));
   try {
     try {
       // STRATA_BENCH_DISCARD (benchmark only): only `strata serve` honours it, never `strata dev`.

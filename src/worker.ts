@@ -10,7 +10,8 @@
 import { createServer, type Server } from 'node:http';
 import cron from 'node-cron';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { listenAddress, requireSetting, type Config } from './config.ts';
+import { requireSetting, type Config } from './config.ts';
+import { workerOptions } from './settings.ts';
 import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
 import { ConfigError } from './errors.ts';
@@ -22,8 +23,8 @@ import { archiveSettings, type ArchiveSettings } from './backup/archive/settings
 import { racingPolicyWarnings } from './jobs/chunks.ts';
 import { runTiering, type RunSummary } from './tiering/job.ts';
 import { createTierMetrics } from './tiering/metrics.ts';
-import { policyFromConfig, type TierPolicy } from './jobs/policy.ts';
-import { inWindow, parseWindow, type MaintenanceWindow } from './tiering/window.ts';
+import type { TierPolicy } from './jobs/policy.ts';
+import { inWindow, type MaintenanceWindow } from './tiering/window.ts';
 import type { LockSource } from './jobs/lock.ts';
 import { jobLocks } from './jobs/lock.ts';
 import { stopOnSignals } from './signals.ts';
@@ -142,16 +143,15 @@ export async function startWorker(db: Db, log: Logger, o: WorkerOptions): Promis
 export async function runWorker(config: Config, log: Logger, out: (t: string) => void): Promise<void> {
   const url = requireSetting(config, 'adminDatabaseUrl', 'for strata worker (a direct connection to the primary, not through PgBouncer: the jobs hold a session lock)');
   checkSchedule(config.tierSchedule);
-  const policy = policyFromConfig(config);
-  const window = config.tierWindow ? parseWindow(config.tierWindow) : undefined;
+  const options = workerOptions(config);
+  const window = options.window;
   const archive = config.archiveBuckets ? archiveSettings(config) : undefined;
   // Signals are taken before the worker announces itself, so one sent right after is never missed.
   const signals = stopOnSignals({ log, what: 'the worker stops after the current step of its run' });
   const db = await openDb(url, { logger: log, max: 1, applicationName: 'strata-worker' });
   try {
-    const { host, port } = listenAddress(config.workerListen);
     // The job lock on a dedicated connection of its own (the jobs' statements run on `db`).
-    const w = await startWorker(db, log, { policy, schedule: config.tierSchedule, lockTimeoutMs: config.tierLockTimeoutMs, host, port, locks: jobLocks(url, db), ...(window ? { window } : {}), ...(archive ? { archive } : {}) });
+    const w = await startWorker(db, log, { ...options, locks: jobLocks(url, db), ...(archive ? { archive } : {}) });
     out(`strata worker: tiering${archive ? ` then archive to s3://${archive.bucket}` : ''} on "${config.tierSchedule}" (UTC)${window ? ` within ${window.text}` : ''}; metrics on ${w.url}/metrics`);
     await new Promise<void>((resolve) => (signals.signal.aborted ? resolve() : signals.signal.addEventListener('abort', () => resolve(), { once: true })));
     await w.stop(signals.signal.reason);

@@ -4,7 +4,16 @@ import type { Logger } from '../log.ts';
 import { openPg } from './pg.ts';
 import type { Db } from './port.ts';
 
-export async function openDb(url: string, opts: { logger?: Logger; max?: number; applicationName?: string; queryTimeoutMs?: number; listenUrl?: string } = {}): Promise<Db> {
+/** The pool a command asks for (node-postgres; an embedded database ignores them). */
+export interface OpenOptions {
+  logger?: Logger;
+  max?: number;
+  applicationName?: string;
+  queryTimeoutMs?: number;
+  listenUrl?: string;
+}
+
+export async function openDb(url: string, opts: OpenOptions = {}): Promise<Db> {
   if (url.startsWith('pglite:')) return (await import('./pglite.ts')).openPglite(url);
   return openPg({ url, ...opts });
 }

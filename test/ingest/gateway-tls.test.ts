@@ -16,7 +16,7 @@ import type { Db } from '../../src/db/port.ts';
 import { devInstructions } from '../../src/dev.ts';
 import type { Gateway } from '../../src/ingest/gateway.ts';
 import { loadTls, type TlsSettings } from '../../src/ingest/tls.ts';
-import { gatewayOptions } from '../../src/serve.ts';
+import { gatewayOptions } from '../../src/settings.ts';
 import { issue, makeCa, type CertFiles } from '../support/certificates.ts';
 import { freePort } from '../support/cluster.ts';
 import { cluster, createDatabase, type TestDatabase } from '../support/databases.ts';
