@@ -96,9 +96,9 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
     const token = await demoToken(db, dir, region);
     out(formatStatus(await readStatus(db)));
     const signal = untilSignal(log);
+    const s3 = await startLocalS3({ ...config, region }, join(dir, 's3'), listenAddress(config.devS3Listen));
     let gateway: Gateway | undefined;
     const stopReloading = reloadTlsOnSighup(config, () => gateway, log);
-    const s3 = await startLocalS3({ ...config, region }, join(dir, 's3'), listenAddress(config.devS3Listen));
     let worker: Worker | undefined;
     let socket: CommandSocket | undefined;
     try {
