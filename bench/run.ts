@@ -114,14 +114,14 @@ const driveOptions = { workload, clients, rowsTarget, durationS, intervalS: Numb
 const perRow = (cpuSeconds: number | null, l: LoadResult) => (cpuSeconds === null ? null : +((cpuSeconds * 1e6) / countedRows(l)).toFixed(2));
 
 /** `strata serve` in its own process over `dbUrl` (STRATA_BENCH_DISCARD in gateway-only mode), driven until the target; stopped either way. */
-async function driveGatewayProcess(dbUrl: string, tokens: string[], count: (() => Promise<number>) | undefined, where: string): Promise<LoadResult> {
+async function driveGatewayProcess(dbUrl: string, tokens: string[], count: (() => Promise<number>) | undefined, where: string, measuring?: () => Promise<void>): Promise<LoadResult> {
   const gw = await startGatewayProcess({
     STRATA_DATABASE_URL: dbUrl, STRATA_REGION: 'bench', STRATA_SPOOL_DIR: join(work, 'spool'), STRATA_SERIES_LIMIT: '1000000',
     ...(gatewayOnly ? { STRATA_BENCH_DISCARD: '1' } : {}),
     ...(values['ingest-mode'] ? { STRATA_INGEST_MODE: values['ingest-mode'] } : {}),
   }, nodeArgs);
   try {
-    const l = await drive({ ...driveOptions, url: gw.url, tokens, count, cpu: () => gw.stat().cpuSeconds });
+    const l = await drive({ ...driveOptions, url: gw.url, tokens, count, cpu: () => gw.stat().cpuSeconds, ...(measuring ? { measuring } : {}) });
     gatewayFigures = { cpuUsPerRow: perRow(l.gatewayCpuSeconds, l), peakRssMiB: gw.stat().peakRssMiB, where };
     return l;
   } finally {
@@ -173,8 +173,11 @@ try {
     try {
       const tokens = await setup(db);
       versions = await scratch.versions();
-      const wal0 = await walPosition(db);
-      load = await driveGatewayProcess(bouncer.url(scratch.name), tokens, gatewayOnly ? undefined : () => countRows(db), 'strata serve, its own process');
+      // WAL from the end of the warm-up: creating every series is a one-time cost, not a per-row one.
+      let wal0 = 0;
+      load = await driveGatewayProcess(bouncer.url(scratch.name), tokens, gatewayOnly ? undefined : () => countRows(db), 'strata serve, its own process', async () => {
+        wal0 = await walPosition(db);
+      });
       if (!gatewayOnly) {
         walPerRow = +(((await walPosition(db)) - wal0) / load.committedRows).toFixed(1);
         bytesPerRow = await diskBytesPerRow(db, load.committedRows);
