@@ -9,7 +9,6 @@ import { pgliteDir } from './db/dir-lock.ts';
 import { askHolder, strataEnv } from './dev-socket.ts';
 import { openDb } from './db/open.ts';
 import type { Db } from './db/port.ts';
-import type { PgliteDb } from './db/pglite.ts';
 import { StrataError, UsageError, errorText } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { STRATA_VERSION } from './version.ts';
@@ -193,11 +192,10 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
       }
       case 'migrate': {
         const { migrate } = await import('./db/migrate.ts');
-        const { migrateOptions } = await import('./settings.ts');
+        const { ensureEmbeddedTablespaces, migrateOptions } = await import('./settings.ts');
         const r = await withAdminDb(config, 'for strata migrate', log, async (db) => {
-          // The tablespaces the worker moves chunks into: checked and granted here. An embedded
-          // database keeps them as directories of its own (as strata dev does).
-          if (db.kind === 'pglite') for (const t of [config.warmTablespace, config.coldTablespace]) await (db as PgliteDb).ensureTablespace(t);
+          // The tablespaces the worker moves chunks into are checked and granted by migrate.
+          await ensureEmbeddedTablespaces(db, config);
           return migrate(db, migrateOptions(config, log));
         });
         io.out(r.applied.length ? `applied ${r.applied.length} migrations: ${r.applied.join(', ')}` : `schema up to date (${r.alreadyApplied} migrations applied earlier)`);

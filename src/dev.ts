@@ -15,7 +15,7 @@ import { startGateway, type Gateway } from './ingest/gateway.ts';
 import { startWorker, type Worker } from './worker.ts';
 import type { Logger } from './log.ts';
 import { reloadTlsOnSighup, runGateway } from './serve.ts';
-import { gatewayOptions, migrateOptions, workerOptions } from './settings.ts';
+import { ensureEmbeddedTablespaces, gatewayOptions, migrateOptions, workerOptions } from './settings.ts';
 import { untilSignal } from './signals.ts';
 import { serveCommands, type CommandRunner, type CommandSocket } from './dev-socket.ts';
 import { formatStatus, readStatus } from './status.ts';
@@ -86,10 +86,7 @@ export async function runDev(config: Config, log: Logger, out: (text: string) =>
   out(`strata dev: embedded TimescaleDB in ${dir}`);
   const db = await openPglite(url);
   try {
-    const warm = config.warmTablespace;
-    const cold = config.coldTablespace;
-    await db.ensureTablespace(warm);
-    await db.ensureTablespace(cold);
+    await ensureEmbeddedTablespaces(db, config);
     const result = await migrate(db, migrateOptions(config, log));
     out(result.applied.length ? `applied ${result.applied.length} migrations` : 'schema up to date');
     const region = config.region ?? DEV_REGION;

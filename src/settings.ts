@@ -6,6 +6,8 @@ import { join, resolve } from 'node:path';
 import { listenAddress, type Config } from './config.ts';
 import type { MigrateOptions } from './db/migrate.ts';
 import type { OpenOptions } from './db/open.ts';
+import type { PgliteDb } from './db/pglite.ts';
+import type { Db } from './db/port.ts';
 import type { GatewayOptions } from './ingest/gateway.ts';
 import { policyFromConfig } from './jobs/policy.ts';
 import type { Logger } from './log.ts';
@@ -59,6 +61,12 @@ export function gatewayDbOptions(config: Config, log: Logger): OpenOptions {
 /** `strata migrate` (and `strata dev`'s migration): the chunk interval, the rollup's reach and the tablespaces the worker uses. */
 export function migrateOptions(config: Config, log: Logger): MigrateOptions {
   return { chunkInterval: config.chunkInterval, archiveAfter: config.archiveAfter, warmTablespace: config.warmTablespace, coldTablespace: config.coldTablespace, logger: log };
+}
+
+/** The warm and cold tablespaces on an embedded database, which keeps them as directories of its own (`strata dev`, `strata migrate` on a `pglite:` URL); a server's are made by its administrator and checked by migrate. */
+export async function ensureEmbeddedTablespaces(db: Db, config: Config): Promise<void> {
+  if (db.kind !== 'pglite') return;
+  for (const t of [config.warmTablespace, config.coldTablespace]) await (db as PgliteDb).ensureTablespace(t);
 }
 
 /** The worker's policy, schedule, lock timeout, window and listen address (its archive and locks are the command's). */

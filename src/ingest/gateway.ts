@@ -216,7 +216,7 @@ export async function startGateway(db: Db, log: Logger, o: GatewayOptions): Prom
     reloadTls() {
       if (!o.tls) throw new StrataError('tls_reload', 'TLS is not configured (STRATA_TLS_CERT, STRATA_TLS_KEY): nothing to reload');
       const next = loadTls(o.tls);
-      (server as unknown as { setSecureContext(options: TlsMaterial['context']): void }).setSecureContext(next.context);
+      if ('setSecureContext' in server) server.setSecureContext(next.context);
       tls = next;
       log.info('TLS certificate reloaded', describeTls(next, o.tls));
       return next;

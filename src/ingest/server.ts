@@ -3,7 +3,7 @@
 // answers 204 only once every accepted row is durable (committed or fsynced in the spool).
 import { timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.ts';
 import type { FacilityDirectory } from './auth.ts';
@@ -103,7 +103,7 @@ function rawAnswer(status: number, message: string): string {
   );
 }
 
-export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor, metrics: IngestMetrics, log: Logger, opts: ReceiverOptions): Server {
+export function createReceiver(directory: FacilityDirectory, ingestor: Ingestor, metrics: IngestMetrics, log: Logger, opts: ReceiverOptions): Server | HttpsServer {
   const limits = {
     headersTimeoutMs: opts.headersTimeoutMs ?? SLOW_CLIENT_DEFAULTS.headersTimeoutMs,
     idleTimeoutMs: opts.idleTimeoutMs ?? SLOW_CLIENT_DEFAULTS.idleTimeoutMs,

@@ -1,6 +1,7 @@
 // The tiering worker's Prometheus metrics: chunks and bytes per tier, compression ratio per tier,
 // step durations and failures, and the time of the last successful run.
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { stepSecondsHistogram } from '../jobs/metrics.ts';
 import { compressionRatio, type Plan } from './plan.ts';
 
 export function createTierMetrics(registry: Registry) {
@@ -9,13 +10,7 @@ export function createTierMetrics(registry: Registry) {
   const ratio = new Gauge({ name: 'strata_tier_compression_ratio', help: 'Bytes before ÷ after compression of the compressed chunks per tier', labelNames: ['tier'], registers: [registry] });
   const pending = new Gauge({ name: 'strata_tier_steps_pending', help: 'Steps the current plan still needs', registers: [registry] });
   return {
-    stepSeconds: new Histogram({
-      name: 'strata_tier_step_seconds',
-      help: 'Duration of tiering steps, by step',
-      labelNames: ['step'],
-      buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600],
-      registers: [registry],
-    }),
+    stepSeconds: stepSecondsHistogram(registry, 'strata_tier_step_seconds', 'Duration of tiering steps, by step'),
     stepFailures: new Counter({ name: 'strata_tier_step_failures_total', help: 'Tiering steps that failed, by step', labelNames: ['step'], registers: [registry] }),
     lastSuccess: new Gauge({ name: 'strata_tier_last_success_timestamp_seconds', help: 'Unix time of the end of the last tiering run without failures', registers: [registry] }),
     observePlan(p: Plan) {
