@@ -103,6 +103,8 @@ let baselines: BaselineResult[] = [];
 let versions: Record<string, string> = {};
 let bytesPerRow = 0;
 let walPerRow: number | null = null;
+/** WAL of the warm-up (creating every series once), which walPerRow leaves out. */
+let warmupWalBytes: number | null = null;
 let chunkStates = '';
 /** After the tiering job compacted the chunks written compressed (columnstore mode), as it does an hour after a chunk's end. */
 let compacted: { bytesPerRow: number; walBytesPerRow: number; seconds: number; chunks: number; exact: boolean } | null = null;
@@ -174,10 +176,12 @@ try {
       const tokens = await setup(db);
       versions = await scratch.versions();
       // WAL from the end of the warm-up: creating every series is a one-time cost, not a per-row one.
+      const walStart = await walPosition(db);
       let wal0 = 0;
       load = await driveGatewayProcess(bouncer.url(scratch.name), tokens, gatewayOnly ? undefined : () => countRows(db), 'strata serve, its own process', async () => {
         wal0 = await walPosition(db);
       });
+      if (!gatewayOnly) warmupWalBytes = wal0 - walStart;
       if (!gatewayOnly) {
         walPerRow = +(((await walPosition(db)) - wal0) / load.committedRows).toFixed(1);
         bytesPerRow = await diskBytesPerRow(db, load.committedRows);
@@ -200,6 +204,7 @@ try {
     `Workload: ${F} ${F === 1 ? 'facility' : 'facilities'} × ${(sets * fields).toLocaleString()} series (${sets.toLocaleString()} tag sets × ${shape}), precision ${precision}, ${workload.linesPerBatch}-line batches (${(workload.linesPerBatch * fields).toLocaleString()} metrics)${workload.gzip ? ', gzip' : ''}, ${clients} keep-alive collectors; gateway defaults (20,000 rows / 100 ms / 4 writers).`,
     '',
     ...(values['ingest-mode'] ? [`Ingest mode: STRATA_INGEST_MODE=${values['ingest-mode']}; chunks after the load: ${chunkStates || '—'}.`, ''] : []),
+    ...(warmupWalBytes !== null ? [`WAL per row counts from the end of the warm-up: the warm-up itself (one line per tag set and facility, creating every series once) wrote ${(warmupWalBytes / 1e6).toFixed(1)} MB of WAL, not divided over the measured rows.`, ''] : []),
     ...(compacted
       ? [
           `Hot compaction (the tiering job an hour after a chunk's end, STRATA_TIER_HOT_COMPACT_AFTER): ${compacted.chunks} chunk${compacted.chunks === 1 ? '' : 's'} recompressed in place in ${compacted.seconds.toFixed(1)} s (row counts and checksums read before and after included), ${compacted.walBytesPerRow} WAL bytes/row; **${compacted.bytesPerRow} bytes/row on disk after it**; rows and checksums unchanged: ${compacted.exact ? 'yes' : '**no**'}.`,
@@ -221,7 +226,7 @@ try {
   ];
   const name = `bench-${fields}f-${precision}${gatewayOnly ? '-gateway-only' : ''}${values['ingest-mode'] ? `-${values['ingest-mode']}` : ''}`;
   const target = values.embedded ? 'embedded PGlite' : values.testcontainers ? 'testcontainers' : 'url + PgBouncer (transaction)';
-  console.log(writeTable(values.out, name, command, versions, { target, ...workload, clients, chunkInterval: values['chunk-interval'], gatewayOnly, prebuilt: Number(values.prebuilt), ingestMode: values['ingest-mode'] ?? 'gateway default' }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow: gatewayOnly ? null : bytesPerRow, walBytesPerRow: walPerRow, chunks: chunkStates, compacted }));
+  console.log(writeTable(values.out, name, command, versions, { target, ...workload, clients, chunkInterval: values['chunk-interval'], gatewayOnly, prebuilt: Number(values.prebuilt), ingestMode: values['ingest-mode'] ?? 'gateway default' }, table, { load: load!, baselines, gateway: gatewayFigures!, bytesPerRow: gatewayOnly ? null : bytesPerRow, walBytesPerRow: walPerRow, warmupWalBytes, chunks: chunkStates, compacted }));
   if (compacted && !compacted.exact) {
     say('HOT COMPACTION CHANGED ROWS');
     process.exitCode = 1;
